@@ -1,0 +1,63 @@
+"""Starting the kernel: configuration is read from Jupyter's config dirs only, and any option the
+kernel does not know, or cannot read, stops it with one clear line instead of being ignored."""
+
+import sys
+
+from ipykernel.kernelapp import IPKernelApp
+from jupyter_core.paths import jupyter_config_path
+from traitlets import TraitError
+from traitlets.config.application import Application
+from traitlets.config.loader import ConfigFileNotFound
+
+from .kernel import SandboxKernel
+from .sandbox import Sandbox, SandboxError
+
+CONFIG_FILE = "jupyter_sandbox_kernel_config"
+OUR_CLASSES = (SandboxKernel, Sandbox)
+
+
+class ConfigError(Exception):
+    pass
+
+
+class SandboxKernelApp(IPKernelApp):
+    name = "sandbox-kernel"
+    kernel_class = SandboxKernel
+
+    def load_config_file(self, suppress_errors=None):
+        # Never the working directory: that is the notebook's directory, which cells can write.
+        self.raise_config_file_errors = True
+        try:
+            Application.load_config_file(self, CONFIG_FILE, path=jupyter_config_path())
+        except ConfigFileNotFound:
+            pass
+        except Exception as e:
+            raise ConfigError(f"cannot read {CONFIG_FILE}.py: {e}") from None
+
+    def init_path(self):
+        """Leave sys.path alone: IPython would add the working directory, which cells can write."""
+
+    def init_kernel(self):
+        self._check_options()
+        try:
+            super().init_kernel()
+        except TraitError as e:
+            raise ConfigError(str(e).splitlines()[0]) from None
+
+    def _check_options(self):
+        for cls in OUR_CLASSES:
+            known = set(cls.class_trait_names(config=True))
+            for key in self.config.get(cls.__name__, {}):
+                if key not in known:
+                    options = ", ".join(sorted(known))
+                    raise ConfigError(f"unknown option {cls.__name__}.{key} (known: {options})")
+
+
+def launch(argv=None):
+    app = SandboxKernelApp.instance()
+    try:
+        app.initialize(argv)
+    except (ConfigError, SandboxError, TraitError) as e:
+        print(f"sandbox-kernel: {e}", file=sys.stderr)
+        sys.exit(2)
+    app.start()

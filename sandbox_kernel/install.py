@@ -1,0 +1,45 @@
+"""Installing the kernelspec from kernelspec/ (shipped in the package as sandbox_kernel.kernelspec)."""
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from jupyter_client.kernelspec import KernelSpecManager
+
+KERNEL_NAME = "sandbox"
+
+
+def _kernelspec_dir():
+    """kernelspec/ as installed (sandbox_kernel.kernelspec), or beside the package in a checkout."""
+    try:
+        return resources.files("sandbox_kernel.kernelspec")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "kernelspec"
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(prog="python -m sandbox_kernel install", description="Install the 'sandbox' kernelspec.")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="for this user (~/.local/share/jupyter)")
+    where.add_argument("--sys-prefix", action="store_true", help="into this Python's prefix (a virtualenv)")
+    where.add_argument("--prefix", help="into PREFIX/share/jupyter")
+    args = parser.parse_args(argv)
+    if not (args.user or args.sys_prefix or args.prefix):
+        args.sys_prefix = sys.prefix != sys.base_prefix
+        args.user = not args.sys_prefix
+    prefix = sys.prefix if args.sys_prefix else args.prefix
+    source = _kernelspec_dir()
+    with tempfile.TemporaryDirectory() as tmp:
+        for item in source.iterdir():
+            if item.name.endswith((".png", ".svg")):
+                shutil.copyfile(item, Path(tmp, item.name))
+        spec = json.loads((source / "kernel.json").read_text())
+        spec["argv"] = [sys.executable if a == "{python}" else a for a in spec["argv"]]
+        Path(tmp, "kernel.json").write_text(json.dumps(spec, indent=1) + "\n")
+        dest = KernelSpecManager().install_kernel_spec(tmp, KERNEL_NAME, user=args.user, prefix=prefix)
+    print(f"installed kernelspec {KERNEL_NAME!r} in {dest}")
+    return 0

@@ -1,0 +1,223 @@
+"""The Jupyter protocol for sandbox-kernel: execute, complete, inspect, is_complete, interrupt,
+shutdown. Every answer comes from a bash session inside the sandbox; nothing here touches the OS."""
+
+import asyncio
+import base64
+import binascii
+import json
+import os
+import re
+import subprocess
+
+from ipykernel.kernelbase import Kernel
+from traitlets import Bool, Int
+
+from . import __version__
+from .completion import complete_request, word_at
+from .sandbox import Sandbox, SandboxError
+from .sessions import Sessions
+from .shell import Outputs, SessionError
+
+TEXT_MIME = re.compile(r"^(text/.*|image/svg\+xml)$")
+
+
+def _bash_version():
+    try:
+        out = subprocess.run(["bash", "-c", "echo ${BASH_VERSINFO[0]}.${BASH_VERSINFO[1]}.${BASH_VERSINFO[2]}"],
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    return out or "unknown"
+
+
+class KernelOutputs(Outputs):
+    """Session output -> iopub messages, parented to the cell that is running (or ran last)."""
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+        self.parent = {}
+        self.silent = False
+        self.allow_stdin = False
+
+    def _send(self, msg_type, content):
+        if self.silent:
+            return
+        k = self.kernel
+        k.session.send(k.iopub_socket, msg_type, content, self.parent, ident=k._topic(msg_type))
+
+    def stream(self, name, text):
+        self._send("stream", {"name": name, "text": text})
+
+    def display(self, mime, payload):
+        try:
+            if TEXT_MIME.match(mime):
+                value = base64.b64decode(payload, validate=True).decode("utf-8", "replace")
+            elif mime == "application/json":
+                value = json.loads(base64.b64decode(payload, validate=True))
+            else:
+                base64.b64decode(payload, validate=True)
+                value = payload.decode("ascii")
+        except (binascii.Error, ValueError) as e:
+            self.stream("stderr", f"display: could not show the {mime} data: {e}\n")
+            return
+        self._send("display_data", {"data": {mime: value}, "metadata": {}, "transient": {}})
+
+    async def input(self, prompt, password):
+        if not self.allow_stdin:
+            return None
+        k = self.kernel
+        while k.stdin_socket.poll(0):  # stale replies of an earlier, interrupted request
+            k.stdin_socket.recv_multipart()
+        ident = k._get_shell_context_var(k._shell_parent_ident)
+        k.session.send(k.stdin_socket, "input_request", {"prompt": prompt, "password": password}, self.parent, ident=ident)
+        while True:
+            # The stdin socket belongs to ipykernel and has no asyncio hook; a human is typing.
+            if k.stdin_socket.poll(0):
+                _ident, reply = k.session.recv(k.stdin_socket)
+                if reply is not None:
+                    break
+            await asyncio.sleep(0.02)
+        try:
+            value = reply["content"]["value"]
+        except (KeyError, TypeError):
+            return None
+        return None if value == "\x04" else str(value)
+
+
+class SandboxKernel(Kernel):
+    implementation = "sandbox_kernel"
+    implementation_version = __version__
+    language = "bash"
+
+    max_output_bytes = Int(
+        256 << 20,
+        help="""Bytes of stdout (and, separately, of stderr) a cell may send to the frontend. Past
+        it the kernel says so once and discards the rest while the command runs on.""",
+    ).tag(config=True)
+
+    max_message_bytes = Int(
+        1 << 20,
+        help="""Largest stream message: output that keeps coming is coalesced into messages of at
+        most this many bytes (or every 20 ms, whichever is first).""",
+    ).tag(config=True)
+
+    error_on_nonzero_exit = Bool(
+        True,
+        help="""A cell whose last command exits non-zero is reported as an error (ename
+        'ExitCode'), which stops nbclient and papermill runs. False: reported as ok.""",
+    ).tag(config=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.sandbox = Sandbox(parent=self)
+        self.sandbox.check()
+        self.outputs = KernelOutputs(self)
+        self.sessions = Sessions(
+            self.sandbox,
+            self.outputs,
+            cwd=os.getcwd(),
+            max_output_bytes=self.max_output_bytes,
+            max_message_bytes=self.max_message_bytes,
+        )
+        self._loop = None
+        self._warned = False
+        self._ran_in = None
+        bash = _bash_version()
+        self.language_info = {
+            "name": "bash",
+            "version": bash,
+            "mimetype": "text/x-sh",
+            "file_extension": ".sh",
+            "codemirror_mode": "shell",
+            "pygments_lexer": "bash",
+        }
+        self.banner = f"sandbox-kernel {__version__}: bash {bash}, one persistent session per cell stream.\n"
+        if self.sandbox.mode in ("off", "unprotected"):
+            self.banner += self.sandbox.warning + "\n"
+
+    # -- execute --------------------------------------------------------------------------------
+
+    async def do_execute(self, code, silent, store_history=True, user_expressions=None, allow_stdin=False, **_):
+        self._loop = asyncio.get_running_loop()
+        self.outputs.parent = self.get_parent("shell")
+        self.outputs.silent = silent
+        self.outputs.allow_stdin = allow_stdin
+        if not self._warned and self.sandbox.mode in ("off", "unprotected"):
+            self._warned = True
+            self.outputs.stream("stderr", self.sandbox.warning + "\n")
+        shell = self.sessions.get()
+        self._ran_in = shell.name
+        try:
+            result = await shell.run(code, allow_stdin)
+        except (SessionError, SandboxError) as e:
+            return self._error("SessionError", str(e))
+        if result.exited:
+            how = f"exit status {result.status}" if result.status >= 0 else f"signal {-result.status}"
+            message = f"session {shell.name!r} ended ({how}); the next cell starts a fresh shell in {shell.cwd}"
+            if result.status != 0 and self.error_on_nonzero_exit:
+                return self._error("ShellExited", message)
+            self.outputs.stream("stderr", f"[{message}]\n")
+        elif result.interrupted:
+            how = {"": "", "term": " (it ignored SIGINT: ended with SIGTERM)", "kill": " (it ignored SIGINT and SIGTERM: killed)",
+                   "shell": f" (the shell ignored it: session {shell.name!r} was restarted)"}[result.escalation]
+            return self._error("Interrupted", f"the cell was interrupted{how}")
+        elif result.syntax_error:
+            return self._error("SyntaxError", "bash could not parse the cell; nothing in it ran")
+        elif result.status != 0 and self.error_on_nonzero_exit:
+            return self._error("ExitCode", f"exit status {result.status}")
+        return {"status": "ok", "execution_count": self.execution_count, "payload": [], "user_expressions": {}}
+
+    def _error(self, ename, evalue):
+        content = {"ename": ename, "evalue": evalue, "traceback": [f"{ename}: {evalue}"]}
+        self.outputs._send("error", content)
+        return {"status": "error", "execution_count": self.execution_count, **content}
+
+    def finish_metadata(self, parent, metadata, reply_content):
+        metadata = super().finish_metadata(parent, metadata, reply_content)
+        metadata["sandbox"] = {"session": self._ran_in}
+        return metadata
+
+    # -- questions about code -------------------------------------------------------------------
+
+    async def _ask(self, kind, arg):
+        shell = self.sessions.get()
+        if self.sessions.busy() is not None:
+            return None
+        try:
+            return await shell.query(kind, arg)
+        except (SessionError, SandboxError):
+            return None
+
+    async def do_complete(self, code, cursor_pos):
+        return await complete_request(code, cursor_pos, self._ask)
+
+    async def do_inspect(self, code, cursor_pos, detail_level=0, omit_sections=()):
+        word = word_at(code, cursor_pos)
+        reply = await self._ask("inspect", word) if word else None
+        text = "\n\n".join(reply or [])
+        found = bool(text) and not text.endswith(": not found")
+        return {"status": "ok", "found": found, "data": {"text/plain": text} if found else {}, "metadata": {}}
+
+    async def do_is_complete(self, code):
+        reply = await self._ask("parse", code)
+        if reply is None:
+            return {"status": "unknown"}
+        errors = reply[0] if reply else ""
+        if not errors:
+            return {"status": "complete"}
+        if any(s in errors for s in ("unexpected end of file", "unexpected EOF", "delimited by end-of-file", "ends inside a command")):
+            return {"status": "incomplete", "indent": ""}
+        return {"status": "invalid"}
+
+    # -- control --------------------------------------------------------------------------------
+
+    async def interrupt_request(self, stream, ident, parent):
+        # Runs on the control thread; the sessions live on the main loop.
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.sessions.interrupt)
+        self.session.send(stream, "interrupt_reply", {"status": "ok"}, parent, ident=ident)
+
+    async def do_shutdown(self, restart):
+        await self.sessions.end_all()
+        self.sandbox.stop()
+        return {"status": "ok", "restart": restart}

@@ -1,0 +1,82 @@
+"""Turning a session's stdout or stderr bytes into Jupyter stream messages.
+
+Bytes are decoded incrementally (a UTF-8 character split across two reads arrives whole; invalid
+bytes become U+FFFD, NUL stays NUL) and coalesced: the first output after a quiet spell goes out
+at once, output that keeps coming is sent at most every `interval` seconds or every
+`max_message_bytes`, whichever comes first, so a flood becomes few large messages and the
+pending text never exceeds one message. Past the per-cell cap, bytes are read and dropped.
+"""
+
+import codecs
+import time
+
+OUTPUT_CAP_NOTICE = (
+    "\n[sandbox-kernel: this cell's output passed the {cap} byte limit (SandboxKernel.max_output_bytes); "
+    "the rest is discarded while the command runs on]\n"
+)
+
+
+class StreamForwarder:
+    def __init__(self, name, emit, loop, *, cap, interval=0.02, max_message_bytes=1 << 20):
+        self.name = name
+        self.emit = emit  # emit(name, text)
+        self.loop = loop
+        self.cap = cap
+        self.interval = interval
+        self.max_message_bytes = max_message_bytes
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.pending = []
+        self.pending_bytes = 0
+        self.seen = 0  # bytes since the cell began
+        self.capped = False
+        self.last_flush = 0.0
+        self.timer = None
+
+    def begin_cell(self):
+        self.flush()
+        self.seen = 0
+        self.capped = False
+
+    def end_cell(self):
+        """A cell ended: a character it left half-written is shown as U+FFFD, not held back."""
+        if not self.capped:
+            tail = self.decoder.decode(b"", final=True)
+            if tail:
+                self.pending.append(tail)
+        self.decoder.reset()
+        self.flush()
+
+    def feed(self, data):
+        if self.capped:
+            return
+        room = self.cap - self.seen
+        self.seen += len(data)
+        if len(data) > room:
+            data = data[:room]
+            self.capped = True
+        text = self.decoder.decode(data)
+        if text:
+            self.pending.append(text)
+            self.pending_bytes += len(data)
+        if self.capped:
+            self.pending.append(self.decoder.decode(b"", final=True))
+            self.decoder.reset()
+            self.pending.append(OUTPUT_CAP_NOTICE.format(cap=self.cap))
+            self.flush()
+            return
+        now = time.monotonic()
+        if self.pending_bytes >= self.max_message_bytes or now - self.last_flush >= self.interval:
+            self.flush()
+        elif self.timer is None and self.pending:
+            self.timer = self.loop.call_at(self.loop.time() + self.interval - (now - self.last_flush), self.flush)
+
+    def flush(self):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        text = "".join(self.pending)
+        self.pending.clear()
+        self.pending_bytes = 0
+        if text:
+            self.last_flush = time.monotonic()
+            self.emit(self.name, text)

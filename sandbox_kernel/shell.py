@@ -1,0 +1,387 @@
+"""One bash session, seen from the kernel: start it, run a cell, stream its output, report its end
+and status, interrupt it, ask it questions (completion, inspection, parsing).
+
+The bash side is session.bash. Five pipes join the two: stdout and stderr (cell output, passed on
+byte-exact), script (one fixed line per request), data (cell code, input replies, query arguments;
+NUL-terminated fields) and control (DONE, INPUT, DISPLAY, REPLY messages; NUL-terminated fields).
+Everything that arrives from bash is untrusted: it is parsed, bounded and never used as a path,
+a PID or a size to act on.
+"""
+
+import asyncio
+import dataclasses
+import fcntl
+import functools
+import os
+import secrets
+import shlex
+from pathlib import Path
+
+from .output import StreamForwarder
+
+SESSION_SCRIPT = Path(__file__).with_name("session.bash")
+PIPE_SIZE = 1 << 20  # the unprivileged maximum: fewer, larger reads under a flood
+READ_CHUNK = 1 << 20
+DRAIN_LIMIT = 8 << 20  # what a cell may have left in the pipes when its DONE arrives
+# How an interrupt escalates if the foreground command ignores SIGINT (seconds after it).
+ESCALATION = (("term", 0.3), ("kill", 0.6), ("shell", 1.2))
+MESSAGE_FIELDS = {b"DONE": 4, b"INPUT": 3, b"DISPLAY": 3}
+
+
+class SessionError(Exception):
+    """A session could not start or answer; the message is for the user, one line."""
+
+
+@dataclasses.dataclass
+class CellResult:
+    status: int = 0
+    interrupted: bool = False
+    syntax_error: bool = False
+    exited: bool = False  # the shell itself ended during the cell
+    escalation: str = ""  # how far an interrupt had to go: "", "term", "kill", "shell"
+
+
+class Outputs:
+    """Where a session's output goes; the kernel provides one."""
+
+    def stream(self, name, text):
+        raise NotImplementedError
+
+    def display(self, mime, payload):
+        raise NotImplementedError
+
+    async def input(self, prompt, password):
+        """The frontend's answer, or None for EOF."""
+        raise NotImplementedError
+
+
+class BashShell:
+    def __init__(self, name, sandbox, outputs, *, cwd, env, max_output_bytes, max_message_bytes):
+        self.name = name
+        self.sandbox = sandbox
+        self.outputs = outputs
+        self.cwd = cwd
+        self.env = env
+        self.max_output_bytes = max_output_bytes
+        self.max_message_bytes = max_message_bytes
+        self.generation = 0
+        self.alive = False
+        self.exit_status = None
+        self._fds = {}
+        self._cell = None  # (nonce, future, CellResult, allow_stdin)
+        self._queries = {}  # nonce -> future
+        self._ctl_fields = []
+        self._ctl_partial = bytearray()
+        self._ctl_skipping = False
+        self._write_lock = asyncio.Lock()
+        self._writers = set()
+        self._loop = None
+        self._forwarders = {}
+
+    @property
+    def sandbox_id(self):
+        return f"{self.name}#{self.generation}"
+
+    @property
+    def busy(self):
+        return self._cell is not None
+
+    async def start(self):
+        loop = self._loop = asyncio.get_running_loop()
+        self.generation += 1
+        ends = {}
+        for pipe in ("stdout", "stderr", "script", "data", "control"):
+            r, w = os.pipe2(os.O_CLOEXEC)
+            ends[pipe] = (r, w)
+        for pipe in ("stdout", "stderr"):
+            try:
+                fcntl.fcntl(ends[pipe][0], fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+            except OSError:
+                pass
+        theirs = [ends["stdout"][1], ends["stderr"][1], ends["script"][0], ends["data"][0], ends["control"][1]]
+        self._fds = {
+            "stdout": ends["stdout"][0],
+            "stderr": ends["stderr"][0],
+            "control": ends["control"][0],
+            "script": ends["script"][1],
+            "data": ends["data"][1],
+        }
+        for fd in self._fds.values():
+            os.set_blocking(fd, False)
+        try:
+            await self.sandbox.spawn(
+                self.sandbox_id,
+                ["/bin/bash", "--noprofile", "--norc", "/dev/fd/3"],
+                self.env,
+                self.cwd,
+                theirs,
+                on_exit=functools.partial(self._on_exit, self.generation),
+            )
+        except Exception:
+            self._close_fds()
+            raise
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        self.alive = True
+        self.exit_status = None
+        self._forwarders = {
+            name: StreamForwarder(
+                name, self.outputs.stream, loop, cap=self.max_output_bytes, max_message_bytes=self.max_message_bytes
+            )
+            for name in ("stdout", "stderr")
+        }
+        loop.add_reader(self._fds["stdout"], self._read_output, "stdout")
+        loop.add_reader(self._fds["stderr"], self._read_output, "stderr")
+        loop.add_reader(self._fds["control"], self._read_control)
+        await self._send_script(f". {shlex.quote(str(SESSION_SCRIPT))}\n")
+
+    # -- requests -------------------------------------------------------------------------------
+
+    async def run(self, code, allow_stdin):
+        """Run one cell; returns a CellResult once bash says the cell is done (or bash died)."""
+        if "\0" in code:
+            raise SessionError("the cell contains a NUL character, which bash cannot take")
+        if not self.alive:
+            await self.start()
+        nonce = secrets.token_hex(8)
+        done = self._loop.create_future()
+        result = CellResult()
+        self._cell = (nonce, done, result, allow_stdin)
+        for forwarder in self._forwarders.values():
+            forwarder.begin_cell()
+        try:
+            await self._send_script(f'__sk_recv {nonce} && . "$__sk_cell"; __sk_st=$? __sk_in_cell=; __sk_done {nonce}\n')
+            await self._send_data([nonce, "1" if allow_stdin else "", code])
+            return await done
+        finally:
+            self._cell = None
+
+    async def query(self, kind, arg):
+        """Ask the idle session: completions, inspection text or parse errors. A list of strings."""
+        if "\0" in arg:
+            return []
+        if not self.alive:
+            await self.start()
+        nonce = secrets.token_hex(8)
+        reply = self._queries[nonce] = self._loop.create_future()
+        try:
+            await self._send_script(f"__sk_query {nonce}\n")
+            await self._send_data([nonce, kind, arg])
+            return await asyncio.wait_for(reply, 10)
+        except asyncio.TimeoutError:
+            raise SessionError(f"session {self.name!r} did not answer") from None
+        finally:
+            self._queries.pop(nonce, None)
+
+    def interrupt(self):
+        """SIGINT to the cell; SIGTERM, SIGKILL of the foreground command, then of bash itself, if
+        it does not end. Background jobs are not touched."""
+        if self._cell is None:
+            return
+        nonce = self._cell[0]
+        self.sandbox.signal(self.sandbox_id, "int")
+        for what, delay in ESCALATION:
+            self._loop.call_later(delay, self._escalate, nonce, what)
+
+    def _escalate(self, nonce, what):
+        if self._cell is None or self._cell[0] != nonce or not self.alive:
+            return
+        self._cell[2].escalation = what
+        self.sandbox.signal(self.sandbox_id, what)
+
+    async def end(self):
+        """End bash and every process it started."""
+        if self.alive:
+            self.sandbox.signal(self.sandbox_id, "end")
+        self._teardown()
+
+    # -- bash -> kernel -------------------------------------------------------------------------
+
+    def _read_output(self, name, limit=READ_CHUNK * 4):
+        fd = self._fds.get(name)
+        got = 0
+        while fd is not None and got < limit:
+            try:
+                data = os.read(fd, READ_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._loop.remove_reader(fd)
+                return
+            got += len(data)
+            self._forwarders[name].feed(data)
+
+    def _read_control(self):
+        fd = self._fds.get("control")
+        if fd is None:
+            return
+        try:
+            data = os.read(fd, READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._loop.remove_reader(fd)
+            return
+        pieces = data.split(b"\0")
+        for i, piece in enumerate(pieces):
+            last = i == len(pieces) - 1
+            if not self._ctl_skipping:
+                self._ctl_partial += piece
+            if len(self._ctl_partial) > self.max_message_bytes * 64:
+                # An oversized field (a display too large, or garbage): drop it to its end.
+                self._ctl_partial.clear()
+                self._ctl_skipping = True
+            if not last:
+                if not self._ctl_skipping:
+                    self._ctl_fields.append(bytes(self._ctl_partial))
+                self._ctl_partial.clear()
+                self._ctl_skipping = False
+        self._take_messages()
+
+    def _take_messages(self):
+        fields = self._ctl_fields
+        while fields:
+            kind = fields[0]
+            if kind == b"REPLY":
+                if len(fields) < 3:
+                    return
+                try:
+                    need = 3 + min(int(fields[2]), 100_000)
+                except ValueError:
+                    del fields[0]
+                    continue
+            else:
+                need = MESSAGE_FIELDS.get(kind)
+                if need is None:  # not a message start: resynchronise on the next field
+                    del fields[0]
+                    continue
+            if len(fields) < need:
+                return
+            message = fields[1:need]
+            del fields[:need]
+            self._handle(kind, message)
+
+    def _handle(self, kind, message):
+        text = [m.decode("utf-8", "replace") for m in message] if kind != b"DISPLAY" else None
+        if kind == b"DONE":
+            nonce, status, flags = text
+            if self._cell is None or self._cell[0] != nonce:
+                return
+            result = self._cell[2]
+            try:
+                result.status = max(0, min(int(status), 255))
+            except ValueError:
+                result.status = 1
+            result.interrupted = "i" in flags
+            result.syntax_error = "s" in flags
+            self._finish_cell()
+        elif kind == b"INPUT":
+            prompt, password = text
+            if self._cell is not None:
+                asyncio.ensure_future(self._answer_input(self._cell[0], prompt, password == "1"))
+        elif kind == b"DISPLAY":
+            mime = message[0].decode("ascii", "replace")
+            self.outputs.display(mime, message[1])
+        elif kind == b"REPLY":
+            nonce = text[0]
+            future = self._queries.get(nonce)
+            if future is not None and not future.done():
+                future.set_result(text[2:])
+
+    async def _answer_input(self, nonce, prompt, password):
+        allow = self._cell is not None and self._cell[0] == nonce and self._cell[3]
+        value = await self.outputs.input(prompt, password) if allow else None
+        if self._cell is None or self._cell[0] != nonce or not self.alive:
+            return  # the cell ended meanwhile (interrupt): bash is no longer waiting
+        payload = "E" if value is None else "V" + value.replace("\0", "")
+        await self._send_data([payload])
+
+    def _drain_outputs(self):
+        for name in ("stdout", "stderr"):
+            self._read_output(name, limit=DRAIN_LIMIT)
+            if name in self._forwarders:
+                self._forwarders[name].end_cell()
+
+    def _finish_cell(self):
+        self._drain_outputs()
+        if self._cell is not None and not self._cell[1].done():
+            self._cell[1].set_result(self._cell[2])
+
+    def _on_exit(self, generation, status):
+        """The supervisor saw bash end (exit, exec, a signal)."""
+        if generation != self.generation or not self.alive:
+            return  # a shell already ended and replaced
+        self._read_control()  # a DONE written just before the end still counts
+        self.alive = False
+        self.exit_status = status
+        if self._cell is not None and not self._cell[1].done():
+            result = self._cell[2]
+            result.exited = True
+            result.status = status
+            self._finish_cell()
+        for future in self._queries.values():
+            if not future.done():
+                future.set_exception(SessionError(f"session {self.name!r} ended while answering"))
+        # The supervisor has ended what the shell left running, as closing a terminal would; the
+        # next request starts a fresh shell.
+        self._teardown()
+
+    def _teardown(self):
+        self.alive = False
+        if self._loop is not None:
+            for name in ("stdout", "stderr"):
+                if name in self._fds:
+                    self._read_output(name, limit=DRAIN_LIMIT)
+            for forwarder in self._forwarders.values():
+                forwarder.end_cell()
+        self._close_fds()
+        self._ctl_fields.clear()
+        self._ctl_partial.clear()
+
+    def _close_fds(self):
+        for fd in self._fds.values():
+            if self._loop is not None:
+                self._loop.remove_reader(fd)
+                self._loop.remove_writer(fd)
+            os.close(fd)
+        self._fds = {}
+        for future in self._writers:
+            if not future.done():
+                future.set_result(None)  # the writer loop then sees the pipe gone
+
+    # -- kernel -> bash -------------------------------------------------------------------------
+
+    async def _send_script(self, line):
+        await self._write("script", line.encode())
+
+    async def _send_data(self, fields):
+        await self._write("data", b"".join(f.encode("utf-8", "surrogateescape") + b"\0" for f in fields))
+
+    async def _write(self, pipe, data):
+        async with self._write_lock:
+            view = memoryview(data)
+            while view:
+                fd = self._fds.get(pipe)
+                if fd is None:
+                    raise SessionError(f"session {self.name!r} has ended")
+                try:
+                    view = view[os.write(fd, view) :]
+                    continue
+                except BlockingIOError:
+                    pass
+                except BrokenPipeError:
+                    raise SessionError(f"session {self.name!r} has ended") from None
+                writable = self._loop.create_future()
+                self._writers.add(writable)
+                self._loop.add_writer(fd, lambda f=writable: f.done() or f.set_result(None))
+                try:
+                    await writable
+                finally:
+                    self._writers.discard(writable)
+                    if fd in self._fds.values():
+                        self._loop.remove_writer(fd)

@@ -1,0 +1,239 @@
+"""The sandbox's first process: it starts bash sessions for the kernel, relays signals to them,
+reaps every orphan, and takes every process of the sandbox down with it when the kernel goes.
+
+It runs inside the sandbox, so every PID it reads or signals is one of the sandbox's own; the
+kernel only ever names sessions, never PIDs. Standard library only: it starts with `python -I -S`.
+
+Protocol on the fd named by argv[1] (a SOCK_SEQPACKET socket, one JSON object per packet); its
+end (the kernel closing it, or dying) ends the sandbox:
+  kernel -> here: {"op": "spawn", "id", "argv", "env", "cwd"} with the session's fds attached
+                  (stdout, stderr, script, data, control); {"op": "signal", "id", "what"}
+                  where what is "int", "term", "kill" (the foreground command), "shell" (bash
+                  itself) or "end" (the session's whole process tree).
+  here -> kernel: {"ev": "spawned", "id"}, {"ev": "spawn_failed", "id", "error"},
+                  {"ev": "exited", "id", "status"} (exit code, or -N for signal N).
+"""
+
+import ctypes
+import json
+import os
+import select
+import signal
+import socket
+import sys
+
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
+SESSION_FDS = 5  # stdout, stderr, script, data, control -> 1, 2, 3, 4, 5 in bash
+
+
+def _prctl(option, value):
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option})")
+
+
+def _processes():
+    """{pid: (ppid, pgid, sid, sigign)} for every process this sandbox can see."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/status", "rb") as f:
+                status = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        sigign = 0
+        for line in status.splitlines():
+            if line.startswith(b"SigIgn:"):
+                sigign = int(line.split()[1], 16)
+        table[int(entry)] = (int(fields[1]), int(fields[2]), int(fields[3]), sigign)
+    return table
+
+
+def _descendants(root, table):
+    children = {}
+    for pid, (ppid, _pgid, _sid, _ign) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _kill(pids, sig):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+class Supervisor:
+    def __init__(self, control):
+        self.control = control
+        self.sessions = {}  # id -> bash pid
+        self.ids = {}  # bash pid -> id
+
+    def send(self, **event):
+        try:
+            self.control.send(json.dumps(event).encode())
+        except OSError:
+            pass
+
+    def spawn(self, msg, fds):
+        sid = str(msg["id"])
+        if len(fds) != SESSION_FDS or sid in self.sessions:
+            self.send(ev="spawn_failed", id=sid, error="bad spawn request")
+            return
+        stdin_r, stdin_w = os.pipe()  # the write end closes at once: stdin is always at EOF
+        os.close(stdin_w)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(err_r)
+                os.setsid()
+                os.chdir(msg["cwd"])
+                for target, fd in enumerate([stdin_r, *fds]):
+                    os.dup2(fd, target)
+                os.closerange(SESSION_FDS + 1, err_w)
+                os.closerange(err_w + 1, 65536)
+                os.execve(msg["argv"][0], msg["argv"], msg["env"])
+            except OSError as e:
+                where = "cwd" if e.filename == msg["cwd"] else "exec"
+                os.write(err_w, f"{where} {msg['cwd'] if where == 'cwd' else msg['argv'][0]}: {e.strerror}".encode())
+            finally:
+                os._exit(127)
+        os.close(err_w)
+        os.close(stdin_r)
+        for fd in fds:
+            os.close(fd)
+        error = os.read(err_r, 4096).decode(errors="replace")
+        os.close(err_r)
+        if error:
+            os.waitpid(pid, 0)
+            self.send(ev="spawn_failed", id=sid, error=error)
+            return
+        self.sessions[sid] = pid
+        self.ids[pid] = sid
+        self.send(ev="spawned", id=sid)
+
+    def signal(self, msg):
+        pid = self.sessions.get(str(msg.get("id")))
+        what = msg.get("what")
+        if pid is None:
+            return
+        if what == "int":
+            _kill_group(pid, signal.SIGINT)
+        elif what in ("term", "kill"):
+            # The foreground command: bash's process group minus bash itself and its background
+            # jobs, which bash starts with SIGINT and SIGQUIT ignored (no job control).
+            both = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGQUIT - 1))
+            table = _processes()
+            targets = [p for p, (_pp, pg, _s, ign) in table.items() if pg == pid and p != pid and ign & both != both]
+            _kill(targets, signal.SIGTERM if what == "term" else signal.SIGKILL)
+        elif what == "shell":
+            _kill([pid], signal.SIGKILL)
+        elif what == "end":
+            self.end_tree(pid)
+
+    def end_tree(self, pid):
+        """SIGKILL bash, its descendants and whatever stayed in its session, until none is left."""
+        for _ in range(50):
+            table = _processes()
+            targets = set(_descendants(pid, table)) | {p for p, (_pp, _pg, s, _i) in table.items() if s == pid}
+            if pid in table:
+                targets.add(pid)
+            targets.discard(os.getpid())
+            if not targets:
+                return
+            _kill(targets, signal.SIGKILL)
+            self.reap()
+
+    def reap(self):
+        ended = []
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            sid = self.ids.pop(pid, None)
+            if sid is not None:
+                del self.sessions[sid]
+                ended.append((sid, pid, os.waitstatus_to_exitcode(status)))
+        for sid, pid, code in ended:
+            # Like closing a terminal: what the shell left running in its session goes with it.
+            self.end_tree(pid)
+            self.send(ev="exited", id=sid, status=code)
+
+    def teardown(self):
+        for _ in range(50):
+            targets = _descendants(os.getpid(), _processes())
+            if not targets:
+                return
+            _kill(targets, signal.SIGKILL)
+            self.reap()
+
+    def run(self):
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        while True:
+            ready, _, _ = select.select([self.control, wake_r], [], [])
+            if wake_r in ready:
+                while True:
+                    try:
+                        if not os.read(wake_r, 256):
+                            break
+                    except BlockingIOError:
+                        break
+                self.reap()
+            if self.control in ready:
+                try:
+                    data, fds, _flags, _addr = socket.recv_fds(self.control, 1 << 20, 16)
+                except OSError:
+                    data, fds = b"", []
+                if not data:
+                    self.teardown()
+                    return
+                try:
+                    msg = json.loads(data)
+                    if msg["op"] == "spawn":
+                        self.spawn(msg, fds)
+                    elif msg["op"] == "signal":
+                        self.signal(msg)
+                except (ValueError, KeyError, TypeError) as e:
+                    for fd in fds:
+                        os.close(fd)
+                    self.send(ev="error", error=f"bad request: {e}")
+
+
+def _kill_group(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def main():
+    # The kernel may run with SIGINT ignored (ipykernel does); sessions need the defaults.
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    control = socket.socket(fileno=int(sys.argv[1]))
+    Supervisor(control).run()
+
+
+if __name__ == "__main__":
+    main()
