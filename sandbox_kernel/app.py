@@ -37,6 +37,15 @@ class SandboxKernelApp(IPKernelApp):
     def init_path(self):
         """Leave sys.path alone: IPython would add the working directory, which cells can write."""
 
+    def start(self):
+        super().start()
+        # A shutdown_request stops the main loop from the control thread, which still flushes
+        # after its reply; atexit would stop the iopub thread under that flush and leave the
+        # kernel hanging until the manager kills it. Let the control thread finish first.
+        if self.control_thread and self.control_thread.is_alive():
+            self.control_thread.stop()
+            self.control_thread.join(timeout=5)
+
     def init_kernel(self):
         self._check_options()
         try:

@@ -157,7 +157,7 @@ class SandboxKernel(Kernel):
             if result.status != 0 and self.error_on_nonzero_exit:
                 return self._error("ShellExited", message)
             self.outputs.stream("stderr", f"[{message}]\n")
-        elif result.interrupted:
+        elif result.interrupted or result.escalation:
             how = {"": "", "term": " (it ignored SIGINT: ended with SIGTERM)", "kill": " (it ignored SIGINT and SIGTERM: killed)",
                    "shell": f" (the shell ignored it: session {shell.name!r} was restarted)"}[result.escalation]
             return self._error("Interrupted", f"the cell was interrupted{how}")
@@ -180,6 +180,7 @@ class SandboxKernel(Kernel):
     # -- questions about code -------------------------------------------------------------------
 
     async def _ask(self, kind, arg):
+        self._loop = asyncio.get_running_loop()
         shell = self.sessions.get()
         if self.sessions.busy() is not None:
             return None
@@ -218,6 +219,15 @@ class SandboxKernel(Kernel):
         self.session.send(stream, "interrupt_reply", {"status": "ok"}, parent, ident=ident)
 
     async def do_shutdown(self, restart):
+        # Runs on the control thread; the sandbox's pipes and sockets belong to the main loop.
+        if self._loop is not None:
+            ended = asyncio.run_coroutine_threadsafe(self._end_sandbox(), self._loop)
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(ended), 5)
+            except asyncio.TimeoutError:
+                self.sandbox.stop()  # closing the supervisor's socket ends the sandbox anyway
+        return {"status": "ok", "restart": restart}
+
+    async def _end_sandbox(self):
         await self.sessions.end_all()
         self.sandbox.stop()
-        return {"status": "ok", "restart": restart}

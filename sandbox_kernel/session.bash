@@ -11,6 +11,7 @@
 
 unset BASH_ENV ENV
 BASH_ARGV0=bash
+shopt -s expand_aliases  # as at a prompt
 # Keep 3-9 free for the user: the protocol fds move above 10.
 exec {__sk_data}<&4 {__sk_ctl}>&5 {__sk_stdin}<&0 3<&- 4<&- 5>&-
 __sk_cell=${BASH_SOURCE[0]%/*}/cell.bash
@@ -66,22 +67,28 @@ __sk_strip_newlines() { # var
     while [[ $__sk_v == *$'\n' ]]; do __sk_v=${__sk_v%$'\n'}; done
 }
 
-# Prints bash's own complaint about CODE (empty if it parses) without running any of it: under
+# Prints bash's complaint about CODE (nothing if it parses) without running any of it: under
 # `set -n` a non-interactive bash parses each command and executes none, and the subshell keeps
-# that from sticking. `(:)` after the code turns a final line continuation into an error.
+# that from sticking. Line numbers are made the cell's own.
 __sk_syntax_errors() { # code
-    local err
-    err=$(LC_ALL=C; eval $'set -n\n'"$1"$'\n(:)' 2>&1)
-    [[ $? != 0 || $err == *'delimited by end-of-file'* ]] || return 0
-    local line out=
-    while IFS= builtin read -r line; do
-        if [[ $line =~ ^bash:\ eval:\ line\ ([0-9]+):\ (.*)$ ]]; then
-            line="bash: line $(( BASH_REMATCH[1] > 1 ? BASH_REMATCH[1] - 1 : 1 )): ${BASH_REMATCH[2]}"
-        fi
-        [[ $line == *'`(:)'* ]] && line="${line%%:*}: syntax error: the cell ends inside a command"
-        out+=$line$'\n'
-    done <<< "$err"
-    printf '%s' "$out"
+    local err base=$(( LINENO + 1 )); err=$(LC_ALL=C; eval $'set -n\n'"$1" 2>&1)
+    if [[ $? != 0 ]]; then
+        local line out=
+        while IFS= builtin read -r line; do
+            [[ $line =~ ^.*:\ eval:\ line\ ([0-9]+):\ (.*)$ ]] &&
+                line="bash: line $(( BASH_REMATCH[1] - base )): ${BASH_REMATCH[2]}"
+            out+=$line$'\n'
+        done <<< "$err"
+        printf '%s' "$out"
+    elif [[ $err =~ here-document\ at\ line\ ([0-9]+)\ delimited\ by\ end-of-file\ \(wanted\ (.*)\) ]]; then
+        printf 'bash: line %d: syntax error: here-document not terminated (wanted %s)\n' \
+            "$(( BASH_REMATCH[1] - base ))" "${BASH_REMATCH[2]}"
+    elif [[ $1 == *\\ ]]; then
+        # eval takes a final backslash literally; at a prompt it would wait for more. `(:)` on a
+        # next line is valid after a complete command and an error after a continuation.
+        err=$(LC_ALL=C; eval $'set -n\n'"$1"$'\n(:)' 2>&1) ||
+            printf 'bash: syntax error: the cell ends with a line continuation (\\)\n'
+    fi
 }
 
 # Whole-cell parse check before running anything, so that a cell with an error in line 9 does not
