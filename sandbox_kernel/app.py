@@ -67,6 +67,6 @@ def launch(argv=None):
     try:
         app.initialize(argv)
     except (ConfigError, SandboxError, TraitError) as e:
-        print(f"sandbox-kernel: {e}", file=sys.stderr)
+        print(f"sandbox-kernel: {e}", file=sys.__stderr__)  # sys.stderr goes to the frontend by now
         sys.exit(2)
     app.start()

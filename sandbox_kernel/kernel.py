@@ -18,6 +18,8 @@ from .sandbox import Sandbox, SandboxError
 from .sessions import Sessions
 from .shell import Outputs, SessionError
 
+# What session.bash says of code that a prompt would wait on (PS2) rather than reject.
+INCOMPLETE = ("unexpected end of file", "unexpected EOF", "here-document not terminated", "line continuation")
 TEXT_MIME = re.compile(r"^(text/.*|image/svg\+xml)$")
 
 
@@ -206,7 +208,7 @@ class SandboxKernel(Kernel):
         errors = reply[0] if reply else ""
         if not errors:
             return {"status": "complete"}
-        if any(s in errors for s in ("unexpected end of file", "unexpected EOF", "delimited by end-of-file", "ends inside a command")):
+        if any(s in errors for s in INCOMPLETE):
             return {"status": "incomplete", "indent": ""}
         return {"status": "invalid"}
 

@@ -27,15 +27,23 @@ __sk_send() { # fields... : one message to the kernel
 
 __sk_set_status() { return "$1"; }
 
+__sk_field() { # var : one NUL-terminated field from the kernel; 1 if a signal came first
+    IFS= builtin read -r -d '' -u "$__sk_data" "$1" && return 0
+    (( $? > 128 )) && return 1
+    exit 0 # end of file: the kernel has gone
+}
+
 __sk_take() { # nonce var... : skip to the field that is the nonce, then read one field per var
     local __sk_f
-    while IFS= builtin read -r -d '' -u "$__sk_data" __sk_f; do
+    while :; do
+        __sk_field __sk_f || continue
         [[ $__sk_f == "$1" ]] || continue
         shift
-        for __sk_f; do IFS= builtin read -r -d '' -u "$__sk_data" "$__sk_f" || exit 0; done
+        for __sk_f; do
+            until __sk_field "$__sk_f"; do :; done
+        done
         return 0
     done
-    exit 0 # the kernel has gone
 }
 
 __sk_recv() { # nonce
@@ -147,7 +155,9 @@ read() {
     fi
     local __sk_reply
     __sk_send INPUT "$__sk_p" "$__sk_s"
-    IFS= builtin read -r -d '' -u "$__sk_data" __sk_reply || exit 0
+    until __sk_field __sk_reply; do :; done
+    # I: the user interrupted (a trapped SIGINT does not end a builtin read); E: end of file.
+    [[ $__sk_reply == I ]] && { __sk_on_int; return 130; }
     [[ $__sk_reply == V* ]] || return 1
     builtin read "$@" <<< "${__sk_reply#V}"
 }

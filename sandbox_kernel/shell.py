@@ -75,6 +75,7 @@ class BashShell:
         self._ctl_skipping = False
         self._write_lock = asyncio.Lock()
         self._writers = set()
+        self._input_task = None
         self._loop = None
         self._forwarders = {}
 
@@ -181,6 +182,11 @@ class BashShell:
             return
         nonce = self._cell[0]
         self.sandbox.signal(self.sandbox_id, "int")
+        if self._input_task is not None:
+            # bash is blocked in a builtin read of the data pipe, which SIGINT does not end.
+            self._input_task.cancel()
+            self._input_task = None
+            asyncio.ensure_future(self._send_data(["I"]))
         for what, delay in ESCALATION:
             self._loop.call_later(delay, self._escalate, nonce, what)
 
@@ -283,7 +289,7 @@ class BashShell:
         elif kind == b"INPUT":
             prompt, password = text
             if self._cell is not None:
-                asyncio.ensure_future(self._answer_input(self._cell[0], prompt, password == "1"))
+                self._input_task = asyncio.ensure_future(self._answer_input(self._cell[0], prompt, password == "1"))
         elif kind == b"DISPLAY":
             mime = message[0].decode("ascii", "replace")
             self.outputs.display(mime, message[1])
@@ -308,6 +314,9 @@ class BashShell:
                 self._forwarders[name].end_cell()
 
     def _finish_cell(self):
+        if self._input_task is not None:
+            self._input_task.cancel()  # an unanswered input_request must not take a later reply
+            self._input_task = None
         self._drain_outputs()
         if self._cell is not None and not self._cell[1].done():
             self._cell[1].set_result(self._cell[2])

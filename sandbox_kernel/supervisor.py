@@ -23,7 +23,6 @@ import socket
 import sys
 
 PR_SET_CHILD_SUBREAPER = 36
-PR_SET_PDEATHSIG = 1
 SESSION_FDS = 5  # stdout, stderr, script, data, control -> 1, 2, 3, 4, 5 in bash
 
 
@@ -229,7 +228,8 @@ def main():
     # The kernel may run with SIGINT ignored (ipykernel does); sessions need the defaults.
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    # Orphans (double-forked daemons) become ours, so that teardown can find them. The kernel
+    # going away, even by SIGKILL, closes the control socket, and that starts the teardown.
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     control = socket.socket(fileno=int(sys.argv[1]))
     Supervisor(control).run()

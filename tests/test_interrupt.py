@@ -1,0 +1,55 @@
+"""An interrupt stops the foreground command within a second and keeps everything else."""
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError
+
+INTERRUPT_AT = 0.5
+
+
+@pytest.mark.parametrize(
+    "cell, how",
+    [
+        ("echo start; sleep 30; echo not reached", "the cell was interrupted"),
+        ("slow() { sleep 30; }; for i in 1 2 3; do slow; echo not reached; done", "the cell was interrupted"),
+        ("while :; do :; done", "the cell was interrupted"),
+        (
+            "python3 -c 'import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(30)'; echo not reached",
+            "the cell was interrupted (it ignored SIGINT: ended with SIGTERM)",
+        ),
+        (
+            "bash -c 'trap \"\" INT TERM; sleep 30'; echo not reached",
+            "the cell was interrupted (it ignored SIGINT and SIGTERM: killed)",
+        ),
+    ],
+)
+def test_interrupt_stops_the_foreground_command_within_a_second(kernel, cell, how):
+    kernel.run("sleep 300 & KEEP=kept; cd /")
+    r = kernel.run(cell, interrupt_after=INTERRUPT_AT)
+    assert (r.status, r.ename, r.evalue) == ("error", "Interrupted", how)
+    assert r.elapsed < INTERRUPT_AT + 1.0
+    assert "not reached" not in r.stdout
+    after = kernel.run("echo $? $KEEP $PWD; jobs")
+    assert after.stdout.startswith("130 kept /\n[1]+  Running")
+    kernel.run(f"kill %1; wait; cd {kernel.cwd}")
+
+
+def test_interrupt_while_waiting_for_input_ends_the_cell(kernel):
+    r = kernel.run("read -p 'never answered: ' x; echo not reached", interrupt_after=INTERRUPT_AT,
+                   stdin=lambda prompt, password: __import__("time").sleep(3) or "late")
+    assert r.ename == "Interrupted"
+    assert kernel.run("echo next").stdout == "next\n"
+
+
+def test_nbclient_timeout_interrupts_and_the_notebook_goes_on(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in ("X=1", "sleep 60", "echo X=$X")]
+    client = NotebookClient(nb, kernel_name="sandbox", timeout=2, interrupt_on_timeout=True,
+                            allow_errors=True, resources={"metadata": {"path": str(tmp_path)}})
+    try:
+        client.execute()
+    except CellTimeoutError:
+        pytest.fail("nbclient had to give up instead of interrupting")
+    assert nb.cells[1].outputs[-1]["ename"] == "Interrupted"
+    assert nb.cells[2].outputs == [nbformat.v4.new_output("stream", name="stdout", text="X=1\n")]
