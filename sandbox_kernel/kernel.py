@@ -15,7 +15,8 @@ from traitlets import Bool, Int
 from . import __version__
 from .completion import complete_request, word_at
 from .sandbox import Sandbox, SandboxError
-from .sessions import Sessions
+from .magics import MagicError, split_cell
+from .sessions import Sessions, render_table
 from .shell import Outputs, SessionError
 
 # What session.bash says of code that a prompt would wait on (PS2) rather than reject.
@@ -62,7 +63,10 @@ class KernelOutputs(Outputs):
         except (binascii.Error, ValueError) as e:
             self.stream("stderr", f"display: could not show the {mime} data: {e}\n")
             return
-        self._send("display_data", {"data": {mime: value}, "metadata": {}, "transient": {}})
+        self.display_bundle({mime: value})
+
+    def display_bundle(self, data):
+        self._send("display_data", {"data": data, "metadata": {}, "transient": {}})
 
     async def input(self, prompt, password):
         if not self.allow_stdin:
@@ -147,12 +151,36 @@ class SandboxKernel(Kernel):
         if not self._warned and self.sandbox.mode in ("off", "unprotected"):
             self._warned = True
             self.outputs.stream("stderr", self.sandbox.warning + "\n")
-        shell = self.sessions.get()
-        self._ran_in = shell.name
         try:
-            result = await shell.run(code, allow_stdin)
+            magics, bash = split_cell(code)
+            self.sessions.check(magics)
+        except MagicError as e:
+            return self._error("MagicError", str(e))
+        target = None
+        for magic in magics:
+            try:
+                if magic.action == "cell":
+                    target = magic.name
+                    continue
+                shown = self.sandbox.describe() if magic.action == "sandbox" else await self.sessions.apply(magic)
+            except (SessionError, SandboxError) as e:
+                return self._error("SessionError", str(e))
+            if isinstance(shown, list):
+                text, table = render_table(shown)
+                self.outputs.display_bundle({"text/plain": text, "text/html": table})
+            elif shown:
+                self.outputs.stream("stdout", shown)
+        shell = self.sessions.get(target)
+        self._ran_in = shell.name
+        if magics and not bash.strip():
+            return self._ok()
+        try:
+            result = await shell.run(bash, allow_stdin)
         except (SessionError, SandboxError) as e:
             return self._error("SessionError", str(e))
+        return self._report(shell, result)
+
+    def _report(self, shell, result):
         if result.exited:
             how = f"exit status {result.status}" if result.status >= 0 else f"signal {-result.status}"
             message = f"session {shell.name!r} ended ({how}); the next cell starts a fresh shell in {shell.cwd}"
@@ -167,6 +195,9 @@ class SandboxKernel(Kernel):
             return self._error("SyntaxError", "bash could not parse the cell; nothing in it ran")
         elif result.status != 0 and self.error_on_nonzero_exit:
             return self._error("ExitCode", f"exit status {result.status}")
+        return self._ok()
+
+    def _ok(self):
         return {"status": "ok", "execution_count": self.execution_count, "payload": [], "user_expressions": {}}
 
     def _error(self, ename, evalue):

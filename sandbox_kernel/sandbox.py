@@ -87,6 +87,21 @@ class Sandbox(LoggingConfigurable):
             "to refuse to start instead."
         )
 
+    def describe(self):
+        """What %sandbox prints: the isolation in force, one fact a line."""
+        facts = [
+            ("isolation", f"{self.mode} (Sandbox.isolation={self.isolation})"),
+            ("namespaces", "none"),
+            ("user", f"uid {os.getuid()}, as the kernel"),
+            ("network", "the host's"),
+            ("masked paths", "none"),
+            ("protected ports", "none"),
+            ("environment", f"allowlist ({', '.join(ENV_ALLOWLIST)}, LC_*"
+             + "".join(f", {n}" for n in self.env_passthrough) + ")"),
+        ]
+        text = "\n".join(f"{k + ':':17}{v}" for k, v in facts) + "\n"
+        return text if self.mode not in ("off", "unprotected") else self.warning + "\n" + text
+
     def check(self):
         """Fail closed: with isolation required, starting without it is an error."""
         if self.isolation == "required":

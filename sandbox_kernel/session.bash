@@ -135,7 +135,7 @@ __sk_done() { # nonce; __sk_st holds the cell's status
     [[ $__sk_syntax ]] && { flags+=s; __sk_st=2; }
     __sk_last_status=$__sk_st
     __sk_interrupted= __sk_syntax= __sk_code=
-    __sk_send DONE "$1" "$__sk_st" "$flags"
+    __sk_send DONE "$1" "$__sk_st" "$flags" "$PWD"
 }
 
 # The cell's stdin is at EOF for every program; `read` from it asks the frontend instead, when the
@@ -238,6 +238,9 @@ __sk_query() { # nonce
                 items+=("$(help -- "$arg" 2>&1)")
             ;;
         parse) items=("$(__sk_syntax_errors "$arg")") ;;
+        jobs) mapfile -t items < <(jobs -rp) ;;
     esac
     __sk_send REPLY "$1" "${#items[@]}" "${items[@]}"
 }
+
+__sk_send CWD "$PWD"

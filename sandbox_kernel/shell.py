@@ -25,7 +25,7 @@ READ_CHUNK = 1 << 20
 DRAIN_LIMIT = 8 << 20  # what a cell may have left in the pipes when its DONE arrives
 # How an interrupt escalates if the foreground command ignores SIGINT (seconds after it).
 ESCALATION = (("term", 0.3), ("kill", 0.6), ("shell", 1.2))
-MESSAGE_FIELDS = {b"DONE": 4, b"INPUT": 3, b"DISPLAY": 3}
+MESSAGE_FIELDS = {b"DONE": 5, b"INPUT": 3, b"DISPLAY": 3, b"CWD": 2}
 
 
 class SessionError(Exception):
@@ -60,7 +60,8 @@ class BashShell:
         self.name = name
         self.sandbox = sandbox
         self.outputs = outputs
-        self.cwd = cwd
+        self.cwd = cwd  # where the shell starts, each time it starts
+        self.live_cwd = cwd  # as bash last reported it (at the end of each cell)
         self.env = env
         self.max_output_bytes = max_output_bytes
         self.max_message_bytes = max_message_bytes
@@ -87,9 +88,21 @@ class BashShell:
     def busy(self):
         return self._cell is not None
 
+    @property
+    def state(self):
+        if self._cell is not None:
+            return "running"
+        if not self.alive and self.exit_status is not None:
+            return "exited"
+        return "idle"
+
+    async def job_count(self):
+        return len(await self.query("jobs", ""))
+
     async def start(self):
         loop = self._loop = asyncio.get_running_loop()
         self.generation += 1
+        self.live_cwd = self.cwd
         ends = {}
         for pipe in ("stdout", "stderr", "script", "data", "control"):
             r, w = os.pipe2(os.O_CLOEXEC)
@@ -275,9 +288,10 @@ class BashShell:
     def _handle(self, kind, message):
         text = [m.decode("utf-8", "replace") for m in message] if kind != b"DISPLAY" else None
         if kind == b"DONE":
-            nonce, status, flags = text
+            nonce, status, flags, cwd = text
             if self._cell is None or self._cell[0] != nonce:
                 return
+            self.live_cwd = cwd
             result = self._cell[2]
             try:
                 result.status = max(0, min(int(status), 255))
@@ -290,6 +304,8 @@ class BashShell:
             prompt, password = text
             if self._cell is not None:
                 self._input_task = asyncio.ensure_future(self._answer_input(self._cell[0], prompt, password == "1"))
+        elif kind == b"CWD":
+            self.live_cwd = text[0]
         elif kind == b"DISPLAY":
             mime = message[0].decode("ascii", "replace")
             self.outputs.display(mime, message[1])

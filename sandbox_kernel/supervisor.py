@@ -99,6 +99,9 @@ class Supervisor:
             try:
                 os.close(err_r)
                 os.setsid()
+                # bash adopts what its session double-forks, so the session's whole process
+                # tree stays below it (the setting survives execve).
+                _prctl(PR_SET_CHILD_SUBREAPER, 1)
                 os.chdir(msg["cwd"])
                 for target, fd in enumerate([stdin_r, *fds]):
                     os.dup2(fd, target)
@@ -144,17 +147,27 @@ class Supervisor:
             self.end_tree(pid)
 
     def end_tree(self, pid):
-        """SIGKILL bash, its descendants and whatever stayed in its session, until none is left."""
+        """SIGKILL bash and its descendants (it is their subreaper, so daemons are among them),
+        then the orphans of shells that already ended, until none is left."""
         for _ in range(50):
             table = _processes()
-            targets = set(_descendants(pid, table)) | {p for p, (_pp, _pg, s, _i) in table.items() if s == pid}
+            targets = set(_descendants(pid, table)) | self._orphans(table)
             if pid in table:
                 targets.add(pid)
-            targets.discard(os.getpid())
             if not targets:
                 return
             _kill(targets, signal.SIGKILL)
             self.reap()
+
+    def _orphans(self, table):
+        """Processes reparented to the supervisor when their session's bash ended, and theirs."""
+        me = os.getpid()
+        found = set()
+        for p, (ppid, _pg, _s, _i) in table.items():
+            if ppid == me and p not in self.ids:
+                found.add(p)
+                found.update(_descendants(p, table))
+        return found
 
     def reap(self):
         ended = []
@@ -170,7 +183,7 @@ class Supervisor:
                 del self.sessions[sid]
                 ended.append((sid, pid, os.waitstatus_to_exitcode(status)))
         for sid, pid, code in ended:
-            # Like closing a terminal: what the shell left running in its session goes with it.
+            # Like closing a terminal: what the shell left running goes with it.
             self.end_tree(pid)
             self.send(ev="exited", id=sid, status=code)
 
