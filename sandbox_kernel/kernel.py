@@ -116,7 +116,8 @@ class SandboxKernel(Kernel):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.sandbox = Sandbox(parent=self)
-        self.sandbox.check()
+        app = self.parent
+        self.sandbox.start(os.getcwd(), getattr(app, "abs_connection_file", None))
         self.outputs = KernelOutputs(self)
         self.sessions = Sessions(
             self.sandbox,
@@ -138,7 +139,7 @@ class SandboxKernel(Kernel):
             "pygments_lexer": "bash",
         }
         self.banner = f"sandbox-kernel {__version__}: bash {bash}, one persistent session per cell stream.\n"
-        if self.sandbox.mode in ("off", "unprotected"):
+        if self.sandbox.warning:
             self.banner += self.sandbox.warning + "\n"
 
     # -- execute --------------------------------------------------------------------------------
@@ -148,7 +149,7 @@ class SandboxKernel(Kernel):
         self.outputs.parent = self.get_parent("shell")
         self.outputs.silent = silent
         self.outputs.allow_stdin = allow_stdin
-        if not self._warned and self.sandbox.mode in ("off", "unprotected"):
+        if not self._warned and self.sandbox.warning:
             self._warned = True
             self.outputs.stream("stderr", self.sandbox.warning + "\n")
         try:

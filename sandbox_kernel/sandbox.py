@@ -8,13 +8,15 @@ signalling happens inside, with the sandbox's own rights.
 import asyncio
 import json
 import os
+import pwd
 import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from traitlets import Enum, List, Unicode, validate
+from jupyter_core.paths import jupyter_config_path, jupyter_runtime_dir
+from traitlets import Enum, Int, List, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 SUPERVISOR = Path(__file__).with_name("supervisor.py")
@@ -46,6 +48,28 @@ class Sandbox(LoggingConfigurable):
         development only, no isolation, and said so.""",
     ).tag(config=True)
 
+    network = Enum(
+        ["private", "none", "host"],
+        default_value="private",
+        help="""The sandbox's network. 'private': a network namespace of its own, so the
+        control plane's loopback ports (Jupyter's 8888, the kernel's ports, any local API) can
+        be neither reached nor shadowed; loopback works inside and is shared by the sessions.
+        'none': the same (no route out). 'host': the host's network, shared: weaker, since cells
+        can then reach every local service.""",
+    ).tag(config=True)
+
+    sandbox_uid = Int(
+        1_960_000_000,
+        help="""When the kernel runs as root: the unprivileged uid (and gid) outside that uid 0
+        inside the sandbox is. It must belong to nobody else on the machine.""",
+    ).tag(config=True)
+
+    max_processes = Int(
+        1024,
+        help="""Most processes the sandbox may have at once (RLIMIT_NPROC of its own user
+        namespace), so that a fork bomb cannot starve the kernel or the machine.""",
+    ).tag(config=True)
+
     env_passthrough = List(
         Unicode(),
         help="""Names of environment variables of the kernel to pass into the sandbox in
@@ -62,6 +86,17 @@ class Sandbox(LoggingConfigurable):
                 raise SandboxError(f"Sandbox.env_passthrough: {name!r} belongs to the control plane and never crosses")
         return proposal["value"]
 
+    @validate("sandbox_uid")
+    def _check_uid(self, proposal):
+        uid = proposal["value"]
+        if not 0 < uid < 2**32 - 1:
+            raise SandboxError(f"Sandbox.sandbox_uid: {uid} is not a uid")
+        try:
+            taken = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return uid
+        raise SandboxError(f"Sandbox.sandbox_uid: {uid} belongs to the user {taken!r}")
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._process = None
@@ -69,46 +104,127 @@ class Sandbox(LoggingConfigurable):
         self._loop = None
         self._pending = {}  # session id -> future of its spawn
         self._on_exit = {}  # session id -> callback(status)
+        self.mode = "off"  # off, isolated, unprotected: what is in force once started
+        self.reason = ""  # why 'auto' had to start unprotected
+        self.plan = None
+
+    # -- the plan -------------------------------------------------------------------------------
+
+    def make_plan(self, workspace, connection_file):
+        """Every step of the sandbox, in the order it is applied (supervisor.py carries it out)."""
+        uid, gid = os.getuid(), os.getgid()
+        as_root = uid == 0
+        outside = self.sandbox_uid
+        namespaces = ["user", "mount", "pid", "ipc", "uts", "cgroup"] + (["net"] if self.network != "host" else [])
+        home = os.environ.get("HOME", "")
+        private = ["/tmp", "/var/tmp", "/dev/shm"]
+        masks = _existing_dirs([jupyter_runtime_dir(), *jupyter_config_path(), os.environ.get("XDG_RUNTIME_DIR", "")])
+        for mask in masks:
+            if _inside(workspace, mask):
+                raise SandboxError(f"the notebook directory {workspace} is inside {mask}, which the sandbox hides")
+        steps = [
+            ["make_mounts_private"],
+            ["take_workspace", workspace],  # before anything covers it; attached below
+            ["mount_proc"],
+            ["read_only_root"],
+            *[["private_tmpfs", p] for p in private],
+        ]
+        if home and home != "/" and os.path.isdir(home) and not any(_inside(home, p) for p in private):
+            owns_home = os.stat(home).st_uid == uid and not as_root
+            steps.append(["home_overlay", home, "/tmp/.sandbox-home"] if owns_home else ["private_tmpfs", home])
+            if not owns_home:
+                private.append(home)
+        steps.append(["attach_workspace", workspace])
+        # A mask under a private tmpfs has nothing to cover (and no mount point), unless the
+        # workspace, attached after the tmpfs, brings the path back.
+        hidden = [m for m in masks if not _covered(m, private, workspace)]
+        control_plane = masks + ([connection_file] if connection_file and os.path.isfile(connection_file) else [])
+        steps += [["mask", m] for m in hidden]
+        if connection_file and os.path.isfile(connection_file) and not _covered(connection_file, private + hidden, workspace):
+            steps.append(["mask_file", connection_file])
+        steps += [
+            ["set_hostname", "sandbox"],
+            *([["loopback_up"]] if "net" in namespaces else []),
+            ["new_session_keyring"],
+            ["limit_processes", self.max_processes],
+            ["not_dumpable"],
+            ["drop_capabilities"],
+        ]
+        owner = os.stat(workspace)
+        return {
+            "namespaces": namespaces,
+            "uid_map": f"0 {outside} 1\n" if as_root else f"{uid} {uid} 1\n",
+            "gid_map": f"0 {outside} 1\n" if as_root else f"{gid} {gid} 1\n",
+            "inside_uid": 0 if as_root else uid,
+            "inside_gid": 0 if as_root else gid,
+            "workspace": workspace,
+            # As root, the sandbox's uid outside is not the workspace's owner: an idmapped mount
+            # shows the owner's files as the sandbox's, and stores the sandbox's as the owner's.
+            "workspace_idmap": {"uid_map": f"{owner.st_uid} {outside} 1\n", "gid_map": f"{owner.st_gid} {outside} 1\n"}
+            if as_root else None,
+            "steps": steps,
+            "masked": control_plane,  # each hidden by a mask of its own or a private tmpfs above it
+        }
 
     # -- what the sandbox is ------------------------------------------------------------------
-
-    @property
-    def mode(self):
-        """What is in force: 'off' (asked for) or 'unprotected' (isolation not available)."""
-        return "off" if self.isolation == "off" else "unprotected"
 
     @property
     def warning(self):
         if self.mode == "off":
             return "sandbox-kernel: isolation is OFF (Sandbox.isolation=off): cells can see and reach the control plane."
-        return (
-            "sandbox-kernel: UNPROTECTED: this kernel cannot isolate cells yet, so they can see and reach "
-            "the control plane (Jupyter's token, the kernel's connection file). Set Sandbox.isolation=required "
-            "to refuse to start instead."
-        )
+        if self.mode == "unprotected":
+            return (
+                f"sandbox-kernel: UNPROTECTED: the sandbox could not be built ({self.reason}), so cells can see "
+                "and reach the control plane (Jupyter's token, the kernel's connection file). "
+                "Set Sandbox.isolation=required to refuse to start instead."
+            )
+        return ""
 
     def describe(self):
         """What %sandbox prints: the isolation in force, one fact a line."""
-        facts = [
-            ("isolation", f"{self.mode} (Sandbox.isolation={self.isolation})"),
-            ("namespaces", "none"),
-            ("user", f"uid {os.getuid()}, as the kernel"),
-            ("network", "the host's"),
-            ("masked paths", "none"),
-            ("protected ports", "none"),
-            ("environment", f"allowlist ({', '.join(ENV_ALLOWLIST)}, LC_*"
-             + "".join(f", {n}" for n in self.env_passthrough) + ")"),
-        ]
+        env = f"allowlist ({', '.join(ENV_ALLOWLIST)}, LC_*" + "".join(f", {n}" for n in self.env_passthrough) + ")"
+        if self.mode != "isolated":
+            facts = [("isolation", f"{self.mode} (Sandbox.isolation={self.isolation})"), ("namespaces", "none"),
+                     ("user", f"uid {os.getuid()}, as the kernel"), ("network", "the host's"), ("masked paths", "none"),
+                     ("protected ports", "none"), ("environment", env)]
+        else:
+            plan = self.plan
+            uid_in, uid_out = plan["uid_map"].split()[:2]
+            private = [s[1] for s in plan["steps"] if s[0] == "private_tmpfs"]
+            network = {"private": "private namespace, loopback only (no route out)", "none": "private namespace, loopback only",
+                       "host": "the host's (Sandbox.network=host): local services are reachable"}[self.network]
+            facts = [
+                ("isolation", f"isolated (Sandbox.isolation={self.isolation})"),
+                ("namespaces", ", ".join(plan["namespaces"])),
+                ("user", f"uid {uid_in} inside = uid {uid_out} outside, no capabilities, no_new_privs"),
+                ("network", network),
+                ("filesystem", "read-only, except the notebook directory " + plan["workspace"]
+                 + " and private " + ", ".join(private)
+                 + "".join(f"; {s[1]} copy-on-write" for s in plan["steps"] if s[0] == "home_overlay")),
+                ("masked paths", ", ".join(plan["masked"]) or "none"),
+                ("protected ports", "all of the host's (own network namespace)" if self.network != "host" else "none"),
+                ("limits", f"{self.max_processes} processes (RLIMIT_NPROC)"),
+                ("environment", env),
+            ]
         text = "\n".join(f"{k + ':':17}{v}" for k, v in facts) + "\n"
-        return text if self.mode not in ("off", "unprotected") else self.warning + "\n" + text
+        return self.warning + "\n" + text if self.warning else text
 
-    def check(self):
-        """Fail closed: with isolation required, starting without it is an error."""
-        if self.isolation == "required":
-            raise SandboxError(
-                "Sandbox.isolation=required, but this build of sandbox-kernel cannot isolate cells "
-                "(namespaces are not implemented yet); refusing to start"
-            )
+    def start(self, workspace, connection_file=None):
+        """Build the sandbox now (not at the first cell), so that 'required' can refuse to start."""
+        if self.isolation != "off":
+            try:
+                self.plan = self.make_plan(workspace, connection_file)
+                self._launch(self.plan)
+                self.mode = "isolated"
+                return
+            except SandboxError as e:
+                self.plan = None
+                if self.isolation == "required":
+                    raise SandboxError(f"Sandbox.isolation=required, but the sandbox cannot be built: {e}; refusing to start") from None
+                self.reason = str(e)
+                self.mode = "unprotected"
+                self.log.warning("%s", self.warning)
+        self._launch(None)
 
     def session_env(self, extra=None):
         source = os.environ
@@ -121,10 +237,10 @@ class Sandbox(LoggingConfigurable):
 
     # -- the supervisor -------------------------------------------------------------------------
 
-    def _start_supervisor(self):
+    def _launch(self, plan):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self._process = subprocess.Popen(
+            process = subprocess.Popen(
                 [sys.executable, "-I", "-S", str(SUPERVISOR), str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
@@ -134,15 +250,30 @@ class Sandbox(LoggingConfigurable):
             )
         finally:
             theirs.close()
+        ours.settimeout(20)
+        try:
+            ours.send(json.dumps(plan).encode())
+            first = json.loads(ours.recv(1 << 16) or b"{}")
+        except (OSError, ValueError) as e:
+            first = {"error": f"no answer from the supervisor ({e})"}
+        if first.get("ev") != "ready":
+            ours.close()
+            process.kill()
+            process.wait()
+            raise SandboxError(str(first.get("error", f"the supervisor ended (status {process.poll()})"))[:500])
         ours.setblocking(False)
-        self._socket = ours
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(ours.fileno(), self._receive)
+        self._process, self._socket = process, ours
+
+    def _listen(self):
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._loop.add_reader(self._socket.fileno(), self._receive)
 
     async def spawn(self, sid, argv, env, cwd, fds, on_exit):
         """Start a bash session inside; raises SandboxError with the supervisor's reason."""
         if self._socket is None:
-            self._start_supervisor()
+            raise SandboxError("the sandbox has ended; restart the kernel")
+        self._listen()
         future = self._pending[sid] = self._loop.create_future()
         self._on_exit[sid] = on_exit
         message = json.dumps({"op": "spawn", "id": sid, "argv": argv, "env": env, "cwd": cwd}).encode()
@@ -192,7 +323,7 @@ class Sandbox(LoggingConfigurable):
                 self._on_exit.pop(sid)(status if isinstance(status, int) else -1)
 
     def _lost(self):
-        """The supervisor is gone: every session with it. The next spawn starts a new one."""
+        """The supervisor is gone, and every session with it."""
         self.log.warning("sandbox-kernel: the sandbox supervisor ended")
         self.stop()
         for sid, callback in list(self._on_exit.items()):
@@ -213,3 +344,17 @@ class Sandbox(LoggingConfigurable):
                 self._process.kill()
                 self._process.wait()
             self._process = None
+
+
+def _existing_dirs(paths):
+    return sorted({os.path.realpath(p) for p in paths if p and os.path.isdir(p)})
+
+
+def _inside(path, directory):
+    """path is directory or below it (both absolute)."""
+    return os.path.commonpath([os.path.realpath(path), directory]) == directory
+
+
+def _covered(path, dirs, workspace):
+    """path is out of sight under one of dirs, the workspace (attached after them) aside."""
+    return any(_inside(path, d) and (not _inside(path, workspace) or _inside(d, workspace)) for d in dirs)

@@ -112,6 +112,10 @@ class BashShell:
                 fcntl.fcntl(ends[pipe][0], fcntl.F_SETPIPE_SZ, PIPE_SIZE)
             except OSError:
                 pass
+        for r, _w in ends.values():
+            # The sandbox's uid may differ from ours: bash reopens its script as /dev/fd/3, and
+            # cells write to /dev/stdout. Only holders of the fds can reach these pipes anyway.
+            os.fchmod(r, 0o666)
         theirs = [ends["stdout"][1], ends["stderr"][1], ends["script"][0], ends["data"][0], ends["control"][1]]
         self._fds = {
             "stdout": ends["stdout"][0],

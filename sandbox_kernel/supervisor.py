@@ -237,16 +237,132 @@ def _kill_group(pgid, sig):
         pass
 
 
+def enter_sandbox(plan, control):
+    """Build the sandbox of the plan and return in its first process (PID 1 inside).
+
+    Three processes take part: this one (the kernel's child, outside), A (enters the new
+    namespaces; its maps must be written from outside, so that uid 0 inside can be an
+    unprivileged uid outside), and B, A's child and the first process of the new PID namespace,
+    which applies the mounts and limits, drops every capability and returns. This process and A
+    only wait, and end when the sandbox ends (which is when B ends).
+    """
+    sync, sync_a = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    a = os.fork()
+    if a == 0:
+        sync.close()
+        try:
+            isolation.unshare(plan["namespaces"])
+            sync_a.send(b"unshared")
+            _message, fds, _f, _a = socket.recv_fds(sync_a, 64, 1)
+            if _message != b"mapped":
+                os._exit(1)
+            isolation.become(plan["inside_uid"], plan["inside_gid"])
+        except isolation.IsolationError as e:
+            control.send(json.dumps({"ev": "failed", "error": str(e)}).encode())
+            os._exit(1)
+        b = os.fork()
+        if b == 0:
+            try:
+                _apply_steps(plan, fds[0] if fds else None)
+            except isolation.IsolationError as e:
+                control.send(json.dumps({"ev": "failed", "error": str(e)}).encode())
+                os._exit(1)
+            sync_a.close()
+            return
+        for fd in fds:
+            os.close(fd)
+        _wait_and_exit(b, keep=[])
+    sync_a.close()
+    try:
+        if sync.recv(64) != b"unshared":
+            _wait_and_exit(a, keep=[])
+        isolation.write_id_maps(a, plan["uid_map"], plan["gid_map"])
+        fds = [isolation.idmapped_tree(plan["workspace"], _idmap_userns(plan["workspace_idmap"]))] if plan["workspace_idmap"] else []
+        socket.send_fds(sync, [b"mapped"], fds)
+    except isolation.IsolationError as e:
+        control.send(json.dumps({"ev": "failed", "error": str(e)}).encode())
+        os.kill(a, signal.SIGKILL)
+    _wait_and_exit(a, keep=[])
+
+
+def _idmap_userns(maps):
+    """A user namespace that exists only to lend its id maps to the workspace mount."""
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(w)
+        try:
+            isolation.unshare(["user"])
+        finally:
+            os.read(r, 1)
+            os._exit(0)
+    os.close(r)
+    try:
+        # The child must be in its namespace before its maps can be written: retry briefly.
+        for _ in range(1000):
+            if os.readlink(f"/proc/{child}/ns/user") != os.readlink("/proc/self/ns/user"):
+                break
+        isolation.write_id_maps(child, maps["uid_map"], maps["gid_map"])
+        return os.open(f"/proc/{child}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(w)
+        os.waitpid(child, 0)
+
+
+def _apply_steps(plan, workspace_fd):
+    """In B: every mount, limit and drop of the plan, in its order."""
+    for step, *args in plan["steps"]:
+        if step == "take_workspace":
+            if workspace_fd is None:  # as root it came idmapped from outside
+                workspace_fd = isolation.clone_tree(args[0])
+        elif step == "attach_workspace":
+            isolation.ensure_dir(args[0])
+            isolation.attach_tree(workspace_fd, args[0])
+        elif step == "mask":
+            isolation.private_tmpfs(args[0], read_only=True)
+        elif step == "mask_file":
+            isolation.bind("/dev/null", args[0], f"mask {args[0]}")
+        elif step == "home_overlay":
+            isolation.cow_overlay(args[0], args[1])
+        else:
+            getattr(isolation, step)(*args)
+
+
+def _wait_and_exit(pid, keep):
+    """Outside processes: end with the sandbox."""
+    for fd in range(3, 1024):
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    while True:
+        try:
+            _pid, status = os.waitpid(pid, 0)
+            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+        except ChildProcessError:
+            os._exit(0)
+        except InterruptedError:
+            continue
+
+
 def main():
     # The kernel may run with SIGINT ignored (ipykernel does); sessions need the defaults.
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
+    control = socket.socket(fileno=int(sys.argv[1]))
+    plan = json.loads(control.recv(1 << 20))
+    if plan is not None:
+        enter_sandbox(plan, control)
     # Orphans (double-forked daemons) become ours, so that teardown can find them. The kernel
     # going away, even by SIGKILL, closes the control socket, and that starts the teardown.
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    control = socket.socket(fileno=int(sys.argv[1]))
+    control.send(json.dumps({"ev": "ready", "pid": os.getpid()}).encode())
     Supervisor(control).run()
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I leaves it out
+    import isolation
+
     main()

@@ -1,0 +1,220 @@
+"""The Linux calls that build the sandbox, one function per step, each failing with an error that
+names its step. sandbox.py decides which steps run and in what order; supervisor.py runs them.
+
+Standard library and ctypes only: this module is imported by the supervisor (`python -I -S`).
+"""
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import os
+import platform
+import resource
+import socket
+import struct
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+CLONE = {
+    "user": 0x10000000,
+    "mount": 0x00020000,
+    "pid": 0x20000000,
+    "net": 0x40000000,
+    "ipc": 0x08000000,
+    "uts": 0x04000000,
+    "cgroup": 0x02000000,
+}
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_IDMAP = 0x1, 0x00100000
+AT_EMPTY_PATH, AT_RECURSIVE = 0x1000, 0x8000
+OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC = 1, 0o2000000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 4, 24, 38
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+CAP_LAST_CAP_FILE = "/proc/sys/kernel/cap_last_cap"
+KEYCTL_JOIN_SESSION_KEYRING = 1
+# Syscalls without a glibc wrapper; numbers from 424 on are the same on every architecture.
+SYS = {
+    "open_tree": 428,
+    "move_mount": 429,
+    "mount_setattr": 442,
+    "capset": {"x86_64": 126, "aarch64": 91}.get(platform.machine()),
+    "keyctl": {"x86_64": 250, "aarch64": 219}.get(platform.machine()),
+}
+
+
+class IsolationError(Exception):
+    """A step failed; the message names the step and the reason."""
+
+
+def _check(result, step):
+    if result == -1:
+        err = ctypes.get_errno()
+        raise IsolationError(f"{step}: {os.strerror(err)} ({errno.errorcode.get(err, err)})")
+    return result
+
+
+def _syscall(name, *args):
+    number = SYS[name]
+    if number is None:
+        raise IsolationError(f"{name}: not supported on {platform.machine()}")
+    return _libc.syscall(ctypes.c_long(number), *args)
+
+
+# -- namespaces and identities ------------------------------------------------------------------
+
+
+def unshare(kinds):
+    flags = 0
+    for kind in kinds:
+        flags |= CLONE[kind]
+    _check(_libc.unshare(ctypes.c_int(flags)), f"unshare({', '.join(kinds)})")
+
+
+def write_id_maps(pid, uid_map, gid_map):
+    """Maps of a child's new user namespace, written from the parent namespace."""
+    try:
+        with open(f"/proc/{pid}/setgroups", "w") as f:
+            f.write("deny")
+        with open(f"/proc/{pid}/uid_map", "w") as f:
+            f.write(uid_map)
+        with open(f"/proc/{pid}/gid_map", "w") as f:
+            f.write(gid_map)
+    except OSError as e:
+        raise IsolationError(f"user namespace id maps ({uid_map.strip()!r}): {e.strerror}") from None
+
+
+def become(uid, gid):
+    try:
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    except OSError as e:
+        raise IsolationError(f"switch to uid {uid} inside the sandbox: {e.strerror}") from None
+
+
+def idmapped_tree(path, userns_fd):
+    """A detached copy of the mount at path whose files' owners are seen through userns_fd's
+    maps (MOUNT_ATTR_IDMAP): needs CAP_SYS_ADMIN where the mount lives (root outside)."""
+    fd = _check(_syscall("open_tree", -100, path.encode(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE),
+                f"open_tree({path})")
+    attr = struct.pack("QQQQ", MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
+    buf = ctypes.create_string_buffer(attr)
+    _check(_syscall("mount_setattr", fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, buf, len(attr)),
+           f"idmapped mount of {path} (mount_setattr MOUNT_ATTR_IDMAP)")
+    return fd
+
+
+def clone_tree(path):
+    return _check(_syscall("open_tree", -100, path.encode(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE),
+                  f"open_tree({path})")
+
+
+def attach_tree(fd, path):
+    _check(_syscall("move_mount", fd, b"", -100, path.encode(), MOVE_MOUNT_F_EMPTY_PATH), f"attach the workspace at {path}")
+    os.close(fd)
+
+
+# -- mounts -------------------------------------------------------------------------------------
+
+
+def _mount(source, target, fstype, flags, data, step):
+    _check(_libc.mount(source and source.encode(), target.encode(), fstype and fstype.encode(),
+                       ctypes.c_ulong(flags), data and data.encode()), step)
+
+
+def make_mounts_private():
+    _mount(None, "/", None, MS_REC | MS_PRIVATE, None, "make every mount private")
+
+
+def mount_proc():
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None, "mount a proc of the sandbox's own PID namespace on /proc")
+
+
+def read_only_root():
+    attr = struct.pack("QQQQ", MOUNT_ATTR_RDONLY, 0, 0, 0)
+    buf = ctypes.create_string_buffer(attr)
+    _check(_syscall("mount_setattr", -100, b"/", AT_RECURSIVE, buf, len(attr)), "make the whole filesystem read-only")
+
+
+def ensure_dir(path):
+    """Mount points under a fresh tmpfs may have to be made first."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise IsolationError(f"make mount point {path}: {e.strerror}") from None
+
+
+def private_tmpfs(path, read_only=False):
+    flags = MS_NOSUID | MS_NODEV | (MS_RDONLY if read_only else 0)
+    _mount("tmpfs", path, "tmpfs", flags, "mode=1777" if not read_only else "mode=755,size=4k",
+           f"{'mask' if read_only else 'private tmpfs on'} {path}")
+
+
+def cow_overlay(path, scratch):
+    """path becomes a copy-on-write view: reads see the host's files, writes stay in scratch."""
+    upper, work = f"{scratch}/upper", f"{scratch}/work"
+    ensure_dir(upper)
+    ensure_dir(work)
+    _mount("overlay", path, "overlay", MS_NOSUID,
+           f"lowerdir={path},upperdir={upper},workdir={work},userxattr", f"copy-on-write overlay on {path}")
+
+
+def bind(source, target, step):
+    _mount(source, target, None, MS_BIND | MS_REC, None, step)
+
+
+# -- the rest ---------------------------------------------------------------------------------
+
+
+def set_hostname(name):
+    _check(_libc.sethostname(name.encode(), len(name)), "set the sandbox's hostname")
+
+
+def loopback_up():
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            ifreq = fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sH14x", b"lo", 0))
+            flags = struct.unpack("16sH14x", ifreq)[1] | IFF_UP
+            fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags))
+        except OSError as e:
+            raise IsolationError(f"bring up the sandbox's loopback: {e.strerror}") from None
+
+
+def new_session_keyring():
+    _check(_syscall("keyctl", KEYCTL_JOIN_SESSION_KEYRING, None), "a session keyring of the sandbox's own")
+
+
+def limit_processes(count):
+    try:
+        resource.setrlimit(resource.RLIMIT_NPROC, (count, count))
+    except (OSError, ValueError) as e:
+        raise IsolationError(f"limit processes to {count} (RLIMIT_NPROC): {e}") from None
+
+
+def limit_memory(nbytes):
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (nbytes, nbytes))
+    except (OSError, ValueError) as e:
+        raise IsolationError(f"limit address space to {nbytes} bytes (RLIMIT_AS): {e}") from None
+
+
+def not_dumpable():
+    """Processes of the same uid can then neither ptrace this one nor open its /proc/PID/fd."""
+    _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "make the supervisor non-dumpable")
+
+
+def drop_capabilities():
+    """Empty bounding, ambient, effective, permitted and inheritable sets, and no_new_privs: no
+    capability can come back, not through execve of a setuid or file-capability binary either."""
+    with open(CAP_LAST_CAP_FILE) as f:
+        last = int(f.read())
+    for cap in range(last + 1):
+        _check(_libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), f"drop capability {cap} from the bounding set")
+    _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient capabilities")
+    header = struct.pack("II", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    data = bytes(24)  # two empty {effective, permitted, inheritable}
+    _check(_syscall("capset", ctypes.create_string_buffer(header), ctypes.create_string_buffer(data)), "drop all capabilities")
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs")
