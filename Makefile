@@ -4,16 +4,24 @@
 
 VENV   := .venv
 PYTHON := $(VENV)/bin/python
-DEBIAN_PACKAGES := bash coreutils procps util-linux python3-venv
+# The isolation tests also run the kernel as an unprivileged user, who cannot reach every path
+# (a checkout under /root, pyenv's python): the package goes into a venv of Debian's python3.
+USER_VENV := /opt/sandbox-kernel-tests/venv
+DEBIAN_PACKAGES := bash coreutils procps util-linux iproute2 python3 python3-venv
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench system-deps venv clean
+.PHONY: demo test bench system-deps venv user-venv clean
 
 demo: venv
 	$(PYTHON) notebooks/execute_and_print.py notebooks/quickstart.ipynb
 
-test: venv
+test: venv user-venv
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(PYTHON) -m pip install -q bash_kernel ipykernel
+	$(PYTHON) -m bash_kernel.install --sys-prefix
+	$(PYTHON) -m bench
 
 system-deps:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -27,6 +35,11 @@ venv: system-deps
 	$(PYTHON) -m pip install -q --upgrade pip
 	$(PYTHON) -m pip install -q '.[test]'
 	$(PYTHON) -m sandbox_kernel install --sys-prefix
+
+user-venv: system-deps
+	test -x $(USER_VENV)/bin/python || /usr/bin/python3 -m venv $(USER_VENV)
+	$(USER_VENV)/bin/python -m pip install -q --upgrade pip
+	$(USER_VENV)/bin/python -m pip install -q .
 
 clean:
 	rm -rf $(VENV) build *.egg-info

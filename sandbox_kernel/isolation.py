@@ -132,6 +132,16 @@ def mount_proc():
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None, "mount a proc of the sandbox's own PID namespace on /proc")
 
 
+def no_nested_user_namespaces():
+    """A user namespace inside would give back capabilities over new namespaces: kernel attack
+    surface the sandbox does not need."""
+    try:
+        with open("/proc/sys/user/max_user_namespaces", "w") as f:
+            f.write("0")
+    except OSError as e:
+        raise IsolationError(f"forbid nested user namespaces: {e.strerror}") from None
+
+
 def read_only_root():
     attr = struct.pack("QQQQ", MOUNT_ATTR_RDONLY, 0, 0, 0)
     buf = ctypes.create_string_buffer(attr)

@@ -126,13 +126,17 @@ class Sandbox(LoggingConfigurable):
             ["make_mounts_private"],
             ["take_workspace", workspace],  # before anything covers it; attached below
             ["mount_proc"],
+            ["no_nested_user_namespaces"],
             ["read_only_root"],
             *[["private_tmpfs", p] for p in private],
         ]
-        if home and home != "/" and os.path.isdir(home) and not any(_inside(home, p) for p in private):
-            owns_home = os.stat(home).st_uid == uid and not as_root
-            steps.append(["home_overlay", home, "/tmp/.sandbox-home"] if owns_home else ["private_tmpfs", home])
-            if not owns_home:
+        if home and home != "/" and os.path.isdir(home):
+            if any(_inside(home, p) for p in private):
+                steps.append(["ensure_dir", home])  # under a private tmpfs: an empty, writable HOME
+            elif os.stat(home).st_uid == uid and not as_root:
+                steps.append(["home_overlay", home, "/tmp/.sandbox-home"])  # the user's files, changes kept private
+            else:
+                steps.append(["private_tmpfs", home])  # not the sandbox's to see
                 private.append(home)
         steps.append(["attach_workspace", workspace])
         # A mask under a private tmpfs has nothing to cover (and no mount point), unless the

@@ -1,13 +1,61 @@
 """Driving a real sandbox kernel process through jupyter_client, and what a user would see."""
 
 import dataclasses
+import json
 import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 
 from jupyter_client import KernelManager
+from jupyter_client.kernelspec import KernelSpecManager
 
 KERNEL_NAME = "sandbox"
+# The unprivileged flavour: a user made by the test set-up, running the package from a venv that
+# `make test` builds from Debian's python under /opt (so that the user can reach it).
+TEST_USER = "sk-tester"
+USER_VENV_PYTHON = "/opt/sandbox-kernel-tests/venv/bin/python"
+# A kernel in a place that forbids user namespaces, as a locked-down container would: its own
+# user namespace whose limit on further user namespaces is 0.
+NO_USERNS = ["unshare", "--user", "--map-root-user", "sh", "-c",
+             'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"', "sh"]
+
+
+def ensure_test_user():
+    try:
+        return pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/bin/bash", TEST_USER], check=True)
+        return pwd.getpwnam(TEST_USER)
+
+
+def user_dir(prefix):
+    """A directory the unprivileged flavour can reach and own (pytest's tmp dirs are root's 0700)."""
+    user = ensure_test_user()
+    path = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    os.chmod(path, 0o755)
+    os.chown(path, user.pw_uid, user.pw_gid)
+    return path
+
+
+def _spec_manager(flavor, python):
+    """A kernelspec for a flavour other than the installed one, in a directory of its own."""
+    base = tempfile.mkdtemp(prefix="sk-spec-")
+    spec_dir = os.path.join(base, "kernels", KERNEL_NAME)
+    os.makedirs(spec_dir)
+    command = [python, "-P", "-m", "sandbox_kernel", "-f", "{connection_file}"]
+    if flavor == "user":
+        command = ["sh", "-c", f'chown {TEST_USER}: "$0" && exec setpriv --reuid={TEST_USER} --regid={TEST_USER} '
+                   '--clear-groups -- "$@"', "{connection_file}", *command]
+    elif flavor == "no-userns":
+        command = NO_USERNS + command
+    with open(os.path.join(spec_dir, "kernel.json"), "w") as f:
+        json.dump({"argv": command, "display_name": f"sandbox ({flavor})", "language": "bash", "interrupt_mode": "message"}, f)
+    return KernelSpecManager(kernel_dirs=[os.path.join(base, "kernels")]), base
 
 
 @dataclasses.dataclass
@@ -56,9 +104,24 @@ class Result:
 class Kernel:
     """One kernel process, started as Jupyter would start it (the installed kernelspec)."""
 
-    def __init__(self, cwd, options=(), env=None):
-        self.km = KernelManager(kernel_name=KERNEL_NAME)
-        self.km.start_kernel(cwd=str(cwd), extra_arguments=list(options), env=env or dict(os.environ))
+    def __init__(self, cwd, options=(), env=None, flavor="root"):
+        """flavor: 'root' (the installed kernelspec, as this test process: root in CI), 'user'
+        (the same kernel run by an unprivileged user) or 'no-userns' (where namespaces fail)."""
+        self.flavor = flavor
+        self._spec_base = None
+        env = dict(env or os.environ)
+        if flavor == "root":
+            self.km = KernelManager(kernel_name=KERNEL_NAME)
+        else:
+            python = USER_VENV_PYTHON if flavor == "user" else sys.executable
+            ksm, self._spec_base = _spec_manager(flavor, python)
+            self.km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm)
+        if flavor == "user":
+            user = ensure_test_user()
+            conn_dir = user_dir("sk-conn-")
+            self.km.connection_file = os.path.join(conn_dir, "kernel.json")
+            env.update(HOME=user_dir("sk-home-"), USER=TEST_USER, LOGNAME=TEST_USER)
+        self.km.start_kernel(cwd=str(cwd), extra_arguments=list(options), env=env)
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
@@ -112,6 +175,8 @@ class Kernel:
         self.kc.stop_channels()
         if self.km.is_alive():
             self.km.shutdown_kernel(now=False)
+        if self._spec_base:
+            shutil.rmtree(self._spec_base, ignore_errors=True)
 
 
 def processes_named(fragment):

@@ -1,0 +1,345 @@
+"""The sandbox hides and protects the control plane: every property is attacked from a cell, with
+the kernel run as root and as an unprivileged user. A property that cannot be tested here fails."""
+
+import ctypes
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import uuid
+
+import pytest
+
+from harness import TEST_USER, USER_VENV_PYTHON, Kernel, ensure_test_user, processes_named, user_dir, wait_until
+
+FLAVORS = ["root", "user"]
+
+
+class ControlPlane:
+    """What a Jupyter deployment has beside the kernel: secrets in environments and files, a
+    server process listening on loopback, a shared-memory file, a SysV segment."""
+
+    def __init__(self, flavor):
+        self.flavor = flavor
+        self.secret = f"s3cret-{secrets.token_hex(8)}"
+        self.base = tempfile.mkdtemp(prefix="cp-", dir="/opt/sandbox-kernel-tests")
+        os.chmod(self.base, 0o755)
+        self.runtime = os.path.join(self.base, "runtime")
+        self.config = os.path.join(self.base, "config")
+        os.makedirs(self.runtime)
+        os.makedirs(self.config)
+        with open(os.path.join(self.runtime, "jpserver-4242.json"), "w") as f:
+            json.dump({"token": self.secret, "port": 8888}, f)
+        with open(os.path.join(self.config, "jupyter_server_config.json"), "w") as f:
+            json.dump({"IdentityProvider": {"token": self.secret}}, f)
+        self.shm = f"/dev/shm/cp-{uuid.uuid4().hex[:8]}"
+        with open(self.shm, "w") as f:
+            f.write(self.secret)
+        owner = ensure_test_user() if flavor == "user" else None
+        if owner:
+            for path in (self.base, self.runtime, self.config, self.shm, *(os.path.join(d, n) for d in (self.runtime, self.config) for n in os.listdir(d))):
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+        # The server: same uid as the kernel, the secret in its environment and command line.
+        self.server_socket = socket.socket()
+        self.server_socket.bind(("127.0.0.1", 0))
+        self.port = self.server_socket.getsockname()[1]
+        self.server_socket.close()
+        prefix = ["setpriv", f"--reuid={TEST_USER}", f"--regid={TEST_USER}", "--clear-groups", "--"] if owner else []
+        self.server = subprocess.Popen(
+            [*prefix, sys.executable if not owner else USER_VENV_PYTHON, "-c",
+             "import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+             f"s.bind(('127.0.0.1', {self.port})); s.listen(); "
+             "[c.sendall(b'control plane\\n') or c.close() for c, _ in iter(s.accept, None)]", self.secret],
+            env={"PATH": os.environ["PATH"], "JUPYTER_TOKEN": self.secret},
+        )
+        assert wait_until(self._listening, 10), "the control-plane server did not start"
+
+    def _listening(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as c:
+                return c.recv(100) == b"control plane\n"
+        except OSError:
+            return False
+
+    def kernel_env(self):
+        return {**os.environ, "JUPYTER_RUNTIME_DIR": self.runtime, "JUPYTER_CONFIG_DIR": self.config,
+                "JPY_API_TOKEN": self.secret, "JUPYTER_TOKEN": self.secret, "MY_SERVICE_TOKEN": self.secret}
+
+    def close(self):
+        self.server.kill()
+        self.server.wait()
+        os.unlink(self.shm)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", params=FLAVORS)
+def setup(request):
+    flavor = request.param
+    cp = ControlPlane(flavor)
+    workspace = user_dir("sk-ws-") if flavor == "user" else tempfile.mkdtemp(prefix="sk-ws-")
+    kernel = Kernel(workspace, env=cp.kernel_env(), flavor=flavor)
+    assert "isolated" in kernel.run("%sandbox").stdout.splitlines()[0], f"{flavor}: the sandbox was not built"
+    yield kernel, cp
+    kernel.shutdown()
+    cp.close()
+    shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _key(kernel):
+    with open(kernel.km.connection_file) as f:
+        return json.load(f)["key"]
+
+
+def test_control_plane_processes_cannot_be_seen_signalled_traced_or_read(setup):
+    kernel, cp = setup
+    targets = f"{kernel.pid} {cp.server.pid}"
+    r = kernel.run(f"""ps -eo args
+for p in {targets}; do
+  kill -0 $p; kill -9 $p; cat /proc/$p/environ /proc/$p/cmdline; ls /proc/$p/fd /proc/$p/root/ /proc/$p/cwd/ /proc/$p/ns/
+  python3 -c "import ctypes,os,sys; libc=ctypes.CDLL(None,use_errno=True); print('ptrace', libc.ptrace(16, $p, 0, 0), os.strerror(ctypes.get_errno()))"
+done
+umount /proc && echo DID-umount; umount -l /proc && echo DID-umount-lazy
+mkdir -p /tmp/p && mount -t proc proc /tmp/p && echo DID-mount
+ls /proc/{cp.server.pid} /tmp/p/{cp.server.pid}
+true""")
+    processes = [line for line in r.stdout.splitlines()[1:] if not line.startswith("ptrace")]
+    assert all(("supervisor.py" in line or "bash" in line or line.startswith(("ps ", "python3 "))) for line in processes), processes
+    assert r.stdout.count("ptrace -1 No such process") == 2
+    assert cp.secret not in r.stdout + r.stderr
+    assert r.stderr.count("No such process") >= 4 and "DID-" not in r.stdout
+    assert kernel.km.is_alive() and cp.server.poll() is None
+
+
+def test_environment_is_an_allowlist_and_secrets_appear_nowhere_inside(setup):
+    kernel, cp = setup
+    r = kernel.run(f"""env; cat /proc/*/environ /proc/*/cmdline 2>/dev/null | tr '\\0' '\\n'
+grep -rls -- {cp.secret} /tmp /var/tmp /dev/shm "$HOME" "$PWD" /opt 2>/dev/null
+true""")
+    assert cp.secret not in r.stdout
+    names = {line.split("=", 1)[0] for line in r.stdout.splitlines() if "=" in line}
+    assert not {n for n in names if n.startswith(("JUPYTER", "JPY"))} and "MY_SERVICE_TOKEN" not in names
+    assert _key(kernel) not in r.stdout
+
+
+def test_runtime_config_shm_and_connection_file_are_empty_by_any_path(setup):
+    kernel, cp = setup
+    runtime, config = cp.runtime, cp.config
+    views = [runtime, config, "/dev/shm", f"/proc/self/root{runtime}", f"{runtime}/../runtime", f"/proc/1/root{config}", "link-to-runtime/"]
+    r = kernel.run(f"""ln -s {runtime} link-to-runtime
+for d in {' '.join(views)}; do echo "$d: $(ls -A $d | wc -l)"; done
+rm link-to-runtime
+cat {runtime}/jpserver-4242.json {kernel.km.connection_file}
+umount {runtime}; umount {config}; rm -rf {runtime}/* ; touch {runtime}/planted
+true""")
+    assert cp.secret not in r.stdout and _key(kernel) not in r.stdout
+    assert r.stdout.splitlines()[:len(views)] == [f"{d}: 0" for d in views]
+    assert "must be superuser to unmount" in r.stderr and "Read-only file system" in r.stderr
+    assert os.path.exists(os.path.join(runtime, "jpserver-4242.json")) and not os.path.exists(os.path.join(runtime, "planted"))
+
+
+def test_the_notebook_directory_is_shared_and_writable(setup):
+    kernel, _cp = setup
+    r = kernel.run("echo from-inside > made-inside && mkdir -p sub && cat made-inside && ls -ld . | cut -c1-10")
+    assert r.status == "ok" and r.stdout.startswith("from-inside\n")
+    path = os.path.join(kernel.cwd, "made-inside")
+    assert open(path).read() == "from-inside\n"
+    assert os.stat(path).st_uid == os.stat(kernel.cwd).st_uid  # stored as the workspace's owner
+
+
+def test_no_capabilities_no_new_privileges_not_global_root(setup):
+    kernel, _cp = setup
+    r = kernel.run("""grep -E '^(CapEff|CapPrm|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status
+echo core > /proc/sys/kernel/core_pattern && echo DID-core-pattern
+echo $$ > /sys/fs/cgroup/unified/cgroup.procs && echo DID-cgroup
+mount -t tmpfs none /mnt && echo DID-mount
+mount -o remount,rw / && echo DID-remount
+ip link add sk0 type dummy && echo DID-link
+unshare --user --map-root-user true && echo DID-userns
+true""")
+    assert r.stdout.splitlines() == ["CapPrm:\t0000000000000000", "CapEff:\t0000000000000000",
+                                     "CapBnd:\t0000000000000000", "CapAmb:\t0000000000000000", "NoNewPrivs:\t1"]
+    # Seen from outside, every process of the sandbox runs as an unprivileged uid.
+    uids = set()
+    for pid in _sandbox_pids(kernel.pid):
+        with open(f"/proc/{pid}/status") as f:
+            uids.add(next(int(line.split()[1]) for line in f if line.startswith("Uid:")))
+    assert uids and 0 not in uids
+
+
+def _sandbox_pids(kernel_pid):
+    """Host PIDs of the processes in the kernel's sandbox (in a PID namespace below ours)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/status") as f:
+                    nspid = next(line for line in f if line.startswith("NSpid:")).split()[1:]
+                ancestry = _ancestors(int(entry))
+            except (OSError, StopIteration):
+                continue
+            if len(nspid) > 1 and kernel_pid in ancestry:
+                found.append(int(entry))
+    return found
+
+
+def _ancestors(pid):
+    chain = []
+    while pid > 1:
+        with open(f"/proc/{pid}/stat") as f:
+            pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        chain.append(pid)
+    return chain
+
+
+def test_control_plane_ports_are_unreachable_and_cannot_be_shadowed(setup):
+    kernel, cp = setup
+    with open(kernel.km.connection_file) as f:
+        ports = [v for k, v in json.load(f).items() if k.endswith("_port")]
+    probe = "; ".join(f"(echo > /dev/tcp/127.0.0.1/{p}) 2>/dev/null && echo reached {p}" for p in [cp.port, *ports])
+    r = kernel.run(f"""{probe}
+python3 - <<'EOF'
+import socket
+for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+    s = socket.socket(family); s.bind((host, {cp.port})); s.listen(); print("bound", host)
+EOF
+true""")
+    assert "reached" not in r.stdout
+    assert r.stdout.count("bound") == 2  # the sandbox has a loopback of its own
+    with socket.create_connection(("127.0.0.1", cp.port), timeout=2) as c:
+        assert c.recv(100) == b"control plane\n"  # the real server still answers its port
+    with pytest.raises(OSError):
+        socket.create_connection(("::1", cp.port), timeout=2)  # nothing of the sandbox's out here
+
+
+def test_ipc_terminal_keyring_and_file_descriptors_are_the_sandboxs_own(setup):
+    kernel, _cp = setup
+    host_segment = subprocess.run(["ipcmk", "-M", "4096"], capture_output=True, text=True, check=True).stdout.split()[-1]
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        host_keyring = libc.syscall(250 if os.uname().machine == "x86_64" else 219, 0, -3, 0)  # KEYCTL_GET_KEYRING_ID, session
+        r = kernel.run("""ipcs -m | awk 'NR>3 && $2 {print $2}'
+tty; ps -o sid=,tty= -p $$; echo "pid $$"
+python3 -c "import ctypes,os; libc=ctypes.CDLL(None); print('keyring', libc.syscall(250 if os.uname().machine == 'x86_64' else 219, 0, -3, 0))"
+for fd in /proc/$$/fd/*; do readlink $fd; done""")
+    finally:
+        subprocess.run(["ipcrm", "-m", host_segment], check=True)
+    lines = r.stdout.splitlines()
+    assert host_segment not in lines
+    assert "not a tty" in lines
+    sid_tty = next(line for line in lines if line.strip().endswith("?")).split()
+    pid = next(line for line in lines if line.startswith("pid ")).split()[1]
+    assert sid_tty == [pid, "?"]  # a session of its own, no controlling terminal
+    keyring = next(line for line in lines if line.startswith("keyring ")).split()[1]
+    assert int(keyring) != host_keyring
+    fds = [line for line in lines if line.startswith(("pipe:", "/", "socket:", "anon_inode:"))]
+    assert fds and all(f.startswith("pipe:") or f in ("/dev/null",) for f in fds), fds
+
+
+def test_fork_bomb_is_contained_and_the_kernel_stays_responsive(setup):
+    kernel, _cp = setup
+    assert kernel.run("ulimit -u").stdout == "1024\n"
+    kernel.run("%session create bomb")
+    r = kernel.run("%%session bomb\nbomb() { bomb | bomb & }; bomb; sleep 2; echo launched")
+    assert r.status == "ok"
+    assert kernel.request("kernel_info")["status"] == "ok"
+    busy = kernel.run("sleep 30", interrupt_after=0.5)
+    assert busy.ename == "Interrupted" and busy.elapsed < 5
+    assert kernel.run("%session delete bomb").status == "ok"
+    assert wait_until(lambda: len(_sandbox_pids(kernel.pid)) < 10, 10), len(_sandbox_pids(kernel.pid))
+    assert kernel.run("echo fine").stdout == "fine\n"
+
+
+def test_code_config_and_system_files_cannot_be_changed(setup):
+    kernel, cp = setup
+    import sandbox_kernel
+
+    package = os.path.dirname(sandbox_kernel.__file__) if kernel.flavor == "root" else \
+        subprocess.run([USER_VENV_PYTHON, "-c", "import sandbox_kernel, os; print(os.path.dirname(sandbox_kernel.__file__))"],
+                       capture_output=True, text=True, check=True).stdout.strip()
+    targets = [f"{package}/kernel.py", f"{package}/planted.py", "/usr/bin/planted", "/etc/planted",
+               f"{os.path.dirname(sys.executable)}/planted", f"{cp.config}/planted"]
+    r = kernel.run("\n".join(f"echo x >> {t}" for t in targets) + "\necho ok > $HOME/in-home && cat $HOME/in-home")
+    assert r.stderr.count("Read-only file system") + r.stderr.count("Permission denied") == len(targets), r.stderr
+    assert not any(os.path.exists(t) for t in targets[1:])
+    assert r.stdout == "ok\n"  # HOME is writable inside, privately
+    home = os.environ["HOME"] if kernel.flavor == "root" else None
+    if home:
+        assert not os.path.exists(os.path.join(home, "in-home"))
+
+
+def test_the_kernel_never_acts_on_paths_with_its_own_view(setup):
+    kernel, _cp = setup
+    host_only = tempfile.mkdtemp(prefix="host-only-", dir="/tmp")
+    try:
+        kernel.run("mkdir -p /tmp/inside-only && printf '<b>only inside</b>' > /tmp/inside-only/page.html")
+        assert kernel.run("display /tmp/inside-only/page.html").displays[0]["data"] == {"text/html": "<b>only inside</b>"}
+        assert kernel.run("%session create here --cwd /tmp/inside-only").status == "ok"
+        assert kernel.run("%%session here\npwd").stdout == "/tmp/inside-only\n"
+        r = kernel.run(f"%session create there --cwd {host_only}")
+        assert r.status == "error" and "No such file or directory" in r.evalue
+        code = "ls /tmp/inside-o"
+        assert kernel.request("complete", code, len(code))["matches"] == ["/tmp/inside-only/"]
+        code = f"ls {host_only[:-3]}"
+        assert kernel.request("complete", code, len(code))["matches"] == []
+        kernel.run("%session delete here")
+    finally:
+        os.rmdir(host_only)
+
+
+def test_lifetime_shutdown_and_kill_leave_no_sandbox_process(tmp_path):
+    for flavor in FLAVORS:
+        workspace = user_dir("sk-ws-") if flavor == "user" else str(tmp_path)
+        for end in ("shutdown", "kill"):
+            k = Kernel(workspace, flavor=flavor)
+            tag = f"sk-{uuid.uuid4().hex[:8]}"
+            k.run(f"(exec -a {tag}-job sleep 300) & setsid bash -c '(exec -a {tag}-daemon sleep 300) & disown'; sleep 0.3")
+            assert processes_named(f"{tag}-job") and processes_named(f"{tag}-daemon")
+            if end == "shutdown":
+                k.shutdown()
+            else:
+                os.kill(k.pid, signal.SIGKILL)
+            assert wait_until(lambda: not processes_named(tag), 2), (flavor, end, processes_named(tag))
+            if end == "kill":
+                k.shutdown()
+
+
+# -- modes ----------------------------------------------------------------------------------------
+
+
+def test_off_is_reported(new_kernel):
+    k = new_kernel("--Sandbox.isolation=off")
+    assert "isolation is OFF" in k.request("kernel_info")["banner"]
+    assert "isolation is OFF" in k.first.stderr
+    assert "isolation:       off" in k.run("%sandbox").stdout
+
+
+def test_forced_fallback_is_impossible_to_miss(tmp_path):
+    k = Kernel(tmp_path, flavor="no-userns")
+    try:
+        banner = k.request("kernel_info")["banner"]
+        assert "UNPROTECTED" in banner and "unshare(" in banner
+        assert "UNPROTECTED" in k.first.stderr
+        assert "UNPROTECTED" not in k.run("true").stderr
+        status = k.run("%sandbox").stdout
+        assert status.startswith("sandbox-kernel: UNPROTECTED") and "isolation:       unprotected" in status
+    finally:
+        k.shutdown()
+
+
+def test_required_refuses_to_start_and_says_what_is_missing(tmp_path):
+    from jupyter_client.connect import write_connection_file
+
+    conn, _ = write_connection_file(str(tmp_path / "conn.json"))
+    from harness import NO_USERNS
+
+    result = subprocess.run([*NO_USERNS, sys.executable, "-P", "-m", "sandbox_kernel", "-f", conn, "--Sandbox.isolation=required"],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "sandbox-kernel: Sandbox.isolation=required, but the sandbox cannot be built: unshare(" in result.stderr
+    assert "refusing to start" in result.stderr
