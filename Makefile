@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 # The isolation tests also run the kernel as an unprivileged user, who cannot reach every path
 # (a checkout under /root, pyenv's python): the package goes into a venv of Debian's python3.
 USER_VENV := /opt/sandbox-kernel-tests/venv
-DEBIAN_PACKAGES := bash coreutils procps util-linux iproute2 python3 python3-venv
+DEBIAN_PACKAGES := bash coreutils procps util-linux iproute2 slirp4netns python3 python3-venv
 PYTEST_ARGS ?=
 
 .PHONY: demo test bench system-deps venv user-venv clean

@@ -10,6 +10,7 @@ import json
 import os
 import pwd
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,6 +32,7 @@ ENV_DEFAULTS = {
     "SHELL": "/bin/bash",
     "PAGER": "cat",  # a notebook has no terminal to page on
 }
+EGRESS_DNS = "10.0.2.3"  # slirp4netns's DNS forwarder
 CONTROL_PLANE_ENV = re.compile(r"^(JUPYTER|JPY|KERNEL|IPY)_|^(JUPYTER|JPY)")
 
 
@@ -106,6 +108,7 @@ class Sandbox(LoggingConfigurable):
         self._on_exit = {}  # session id -> callback(status)
         self.mode = "off"  # off, isolated, unprotected: what is in force once started
         self.reason = ""  # why 'auto' had to start unprotected
+        self.egress = "not asked for"  # or 'ok', or why user-mode networking did not start
         self.plan = None
 
     # -- the plan -------------------------------------------------------------------------------
@@ -116,6 +119,7 @@ class Sandbox(LoggingConfigurable):
         as_root = uid == 0
         outside = self.sandbox_uid
         namespaces = ["user", "mount", "pid", "ipc", "uts", "cgroup"] + (["net"] if self.network != "host" else [])
+        egress = shutil.which("slirp4netns") if self.network == "private" else None
         home = os.environ.get("HOME", "")
         private = ["/tmp", "/var/tmp", "/dev/shm"]
         masks = _existing_dirs([jupyter_runtime_dir(), *jupyter_config_path(), os.environ.get("XDG_RUNTIME_DIR", "")])
@@ -149,6 +153,7 @@ class Sandbox(LoggingConfigurable):
         steps += [
             ["set_hostname", "sandbox"],
             *([["loopback_up"]] if "net" in namespaces else []),
+            *([["resolv_conf", EGRESS_DNS]] if egress else []),
             ["new_session_keyring"],
             ["limit_processes", self.max_processes],
             ["not_dumpable"],
@@ -166,6 +171,7 @@ class Sandbox(LoggingConfigurable):
             # shows the owner's files as the sandbox's, and stores the sandbox's as the owner's.
             "workspace_idmap": {"uid_map": f"{owner.st_uid} {outside} 1\n", "gid_map": f"{owner.st_gid} {outside} 1\n"}
             if as_root else None,
+            "egress": egress,
             "steps": steps,
             "masked": control_plane,  # each hidden by a mask of its own or a private tmpfs above it
         }
@@ -195,8 +201,15 @@ class Sandbox(LoggingConfigurable):
             plan = self.plan
             uid_in, uid_out = plan["uid_map"].split()[:2]
             private = [s[1] for s in plan["steps"] if s[0] == "private_tmpfs"]
-            network = {"private": "private namespace, loopback only (no route out)", "none": "private namespace, loopback only",
-                       "host": "the host's (Sandbox.network=host): local services are reachable"}[self.network]
+            if self.network == "private" and self.egress == "ok":
+                network = "private namespace; outbound through slirp4netns (NAT, the host's loopback unreachable)"
+            elif self.network == "private":
+                why = self.egress if plan["egress"] else "slirp4netns is not installed: apt-get install slirp4netns"
+                network = (f"private namespace, loopback only: no route out ({why}); "
+                           "for outbound access slirp4netns must be able to open /dev/net/tun, or use Sandbox.network=host (weaker)")
+            else:
+                network = {"none": "private namespace, loopback only",
+                           "host": "the host's (Sandbox.network=host): local services are reachable"}[self.network]
             facts = [
                 ("isolation", f"isolated (Sandbox.isolation={self.isolation})"),
                 ("namespaces", ", ".join(plan["namespaces"])),
@@ -258,6 +271,9 @@ class Sandbox(LoggingConfigurable):
         try:
             ours.send(json.dumps(plan).encode())
             first = json.loads(ours.recv(1 << 16) or b"{}")
+            if first.get("ev") == "egress":
+                self.egress = str(first.get("result"))[:300]
+                first = json.loads(ours.recv(1 << 16) or b"{}")
         except (OSError, ValueError) as e:
             first = {"error": f"no answer from the supervisor ({e})"}
         if first.get("ev") != "ready":

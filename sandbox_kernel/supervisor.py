@@ -20,6 +20,7 @@ import os
 import select
 import signal
 import socket
+import subprocess
 import sys
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -247,15 +248,18 @@ def enter_sandbox(plan, control):
     only wait, and end when the sandbox ends (which is when B ends).
     """
     sync, sync_a = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    alive_r, alive_w = os.pipe()  # A holds the write end: the egress helper ends with the sandbox
     a = os.fork()
     if a == 0:
         sync.close()
+        os.close(alive_r)
         try:
             isolation.unshare(plan["namespaces"])
             sync_a.send(b"unshared")
-            _message, fds, _f, _a = socket.recv_fds(sync_a, 64, 1)
-            if _message != b"mapped":
+            message, fds, _f, _a = socket.recv_fds(sync_a, 64, 1)
+            if not message.startswith(b"mapped"):
                 os._exit(1)
+            plan["egress_ok"] = message == b"mapped+egress"
             isolation.become(plan["inside_uid"], plan["inside_gid"])
         except isolation.IsolationError as e:
             control.send(json.dumps({"ev": "failed", "error": str(e)}).encode())
@@ -271,18 +275,47 @@ def enter_sandbox(plan, control):
             return
         for fd in fds:
             os.close(fd)
-        _wait_and_exit(b, keep=[])
+        _wait_and_exit(b, keep=[alive_w])
     sync_a.close()
+    os.close(alive_w)
     try:
         if sync.recv(64) != b"unshared":
             _wait_and_exit(a, keep=[])
         isolation.write_id_maps(a, plan["uid_map"], plan["gid_map"])
         fds = [isolation.idmapped_tree(plan["workspace"], _idmap_userns(plan["workspace_idmap"]))] if plan["workspace_idmap"] else []
-        socket.send_fds(sync, [b"mapped"], fds)
+        egress = _start_egress(plan["egress"], a, alive_r) if plan["egress"] else "not asked for"
+        control.send(json.dumps({"ev": "egress", "result": egress}).encode())
+        socket.send_fds(sync, [b"mapped+egress" if egress == "ok" else b"mapped"], fds)
     except isolation.IsolationError as e:
         control.send(json.dumps({"ev": "failed", "error": str(e)}).encode())
         os.kill(a, signal.SIGKILL)
     _wait_and_exit(a, keep=[])
+
+
+def _start_egress(slirp4netns, pid, alive_fd):
+    """User-mode networking for the sandbox's network namespace (the namespace of pid): NAT to
+    the outside, and no way to the host's loopback (--disable-host-loopback). 'ok' or why not."""
+    ready_r, ready_w = os.pipe()
+    try:
+        helper = subprocess.Popen(
+            [slirp4netns, "--configure", "--mtu=65520", "--disable-host-loopback", "--exit-fd", str(alive_fd),
+             "--ready-fd", str(ready_w), str(pid), "tap0"],
+            pass_fds=(alive_fd, ready_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as e:
+        return f"{slirp4netns}: {e.strerror}"
+    finally:
+        os.close(ready_w)
+    ready, _, _ = select.select([ready_r], [], [], 5)
+    ok = ready and os.read(ready_r, 1) == b"1"
+    os.close(ready_r)
+    if ok:
+        helper.stderr.close()
+        return "ok"
+    helper.kill()
+    error = helper.communicate()[1].decode(errors="replace").strip().splitlines()
+    return f"slirp4netns failed: {error[-1] if error else 'no reason given'}"
 
 
 def _idmap_userns(maps):
@@ -322,6 +355,12 @@ def _apply_steps(plan, workspace_fd):
             isolation.private_tmpfs(args[0], read_only=True)
         elif step == "mask_file":
             isolation.bind("/dev/null", args[0], f"mask {args[0]}")
+        elif step == "resolv_conf":
+            if not plan.get("egress_ok"):
+                continue
+            with open("/tmp/.sandbox-resolv.conf", "w") as f:
+                f.write(f"nameserver {args[0]}\n")
+            isolation.bind("/tmp/.sandbox-resolv.conf", "/etc/resolv.conf", "point /etc/resolv.conf at the sandbox's DNS")
         elif step == "home_overlay":
             isolation.cow_overlay(args[0], args[1])
         else:

@@ -343,3 +343,50 @@ def test_required_refuses_to_start_and_says_what_is_missing(tmp_path):
     assert result.returncode == 2
     assert "sandbox-kernel: Sandbox.isolation=required, but the sandbox cannot be built: unshare(" in result.stderr
     assert "refusing to start" in result.stderr
+
+
+@pytest.fixture
+def test_host():
+    """A host in a network namespace of the test's own, reachable from this machine over a veth
+    pair: the only non-loopback address a test may use."""
+    tag = uuid.uuid4().hex[:6]
+    ns, outer, inner = f"sk-host-{tag}", f"skh{tag}", f"skn{tag}"
+    subnet = f"10.203.{int(tag[:2], 16)}"
+    run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True)  # noqa: E731
+    run("ip", "netns", "add", ns)
+    try:
+        run("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
+        run("ip", "link", "set", inner, "netns", ns)
+        run("ip", "addr", "add", f"{subnet}.1/30", "dev", outer)
+        run("ip", "link", "set", outer, "up")
+        run("ip", "netns", "exec", ns, "ip", "addr", "add", f"{subnet}.2/30", "dev", inner)
+        run("ip", "netns", "exec", ns, "ip", "link", "set", inner, "up")
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-c",
+             "import socket; s=socket.socket(); s.bind(('0.0.0.0', 8080)); s.listen(); "
+             "[c.sendall(b'test host\\n') or c.close() for c, _ in iter(s.accept, None)]"])
+        yield f"{subnet}.2"
+        server.kill()
+        server.wait()
+    finally:
+        subprocess.run(["ip", "link", "del", outer], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_private_network_reaches_out_through_user_mode_networking_or_says_why_not(setup, test_host):
+    kernel, cp = setup
+    status = kernel.run("%sandbox").stdout
+    r = kernel.run(f"""for i in $(seq 20); do
+  exec 3<>/dev/tcp/{test_host}/8080 2>/dev/null && {{ head -1 <&3; exec 3<&-; break; }}; sleep 0.25
+done
+(echo > /dev/tcp/10.0.2.2/{cp.port}) 2>/dev/null && echo reached the host loopback
+true""")
+    assert "reached" not in r.stdout
+    if "outbound through slirp4netns" in status:
+        assert r.stdout == "test host\n"
+    else:
+        # No user-mode networking here (as an unprivileged user, /dev/net/tun may be root's only):
+        # the sandbox is loopback only, and says so with the reason and the way out.
+        assert kernel.flavor == "user", status
+        assert "no route out (slirp4netns failed" in status and "/dev/net/tun" in status
+        assert r.stdout == ""
