@@ -66,6 +66,14 @@ class Sandbox(LoggingConfigurable):
         inside the sandbox is. It must belong to nobody else on the machine.""",
     ).tag(config=True)
 
+    protected_ports = List(
+        Int(),
+        default_value=[8888, 3000],
+        help="""TCP ports of the control plane that cells may never bind, in addition to the
+        kernel's own ports and the port of every Jupyter server in the runtime directory. Only
+        needed with Sandbox.network=host: a private network has no port of the host's.""",
+    ).tag(config=True)
+
     max_processes = Int(
         1024,
         help="""Most processes the sandbox may have at once (RLIMIT_NPROC of its own user
@@ -158,6 +166,7 @@ class Sandbox(LoggingConfigurable):
             ["limit_processes", self.max_processes],
             ["not_dumpable"],
             ["drop_capabilities"],
+            *([["deny_binding", self._ports_to_protect(connection_file)]] if self.network == "host" else []),
         ]
         owner = os.stat(workspace)
         return {
@@ -175,6 +184,21 @@ class Sandbox(LoggingConfigurable):
             "steps": steps,
             "masked": control_plane,  # each hidden by a mask of its own or a private tmpfs above it
         }
+
+    def _ports_to_protect(self, connection_file):
+        ports = set(self.protected_ports)
+        sources = [connection_file] if connection_file else []
+        runtime = jupyter_runtime_dir()
+        if os.path.isdir(runtime):
+            sources += [os.path.join(runtime, n) for n in os.listdir(runtime) if n.startswith("jpserver-") and n.endswith(".json")]
+        for path in sources:
+            try:
+                with open(path) as f:
+                    info = json.load(f)
+            except (OSError, ValueError):
+                continue
+            ports.update(v for k, v in info.items() if (k == "port" or k.endswith("_port")) and isinstance(v, int))
+        return sorted(p for p in ports if 0 < p < 65536)
 
     # -- what the sandbox is ------------------------------------------------------------------
 
@@ -219,7 +243,8 @@ class Sandbox(LoggingConfigurable):
                  + " and private " + ", ".join(private)
                  + "".join(f"; {s[1]} copy-on-write" for s in plan["steps"] if s[0] == "home_overlay")),
                 ("masked paths", ", ".join(plan["masked"]) or "none"),
-                ("protected ports", "all of the host's (own network namespace)" if self.network != "host" else "none"),
+                ("protected ports", "all of the host's (own network namespace)" if self.network != "host" else
+                 "cannot be bound (Landlock): " + ", ".join(map(str, next(x[1] for x in plan["steps"] if x[0] == "deny_binding")))),
                 ("limits", f"{self.max_processes} processes (RLIMIT_NPROC)"),
                 ("environment", env),
             ]

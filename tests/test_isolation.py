@@ -390,3 +390,36 @@ true""")
         assert kernel.flavor == "user", status
         assert "no route out (slirp4netns failed" in status and "/dev/net/tun" in status
         assert r.stdout == ""
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_host_network_still_denies_binding_the_protected_ports(flavor, tmp_path):
+    workspace = user_dir("sk-ws-") if flavor == "user" else str(tmp_path)
+    k = Kernel(workspace, options=["--Sandbox.network=host", "--Sandbox.protected_ports=8888",
+                                   "--Sandbox.protected_ports=3000"], flavor=flavor)
+    try:
+        with open(k.km.connection_file) as f:
+            shell_port = json.load(f)["shell_port"]
+        status = k.run("%sandbox").stdout
+        assert "the host's (Sandbox.network=host)" in status and "cannot be bound (Landlock): " in status
+        free = socket.socket()
+        free.bind(("127.0.0.1", 0))
+        free_port = free.getsockname()[1]
+        free.close()
+        r = k.run(f"""python3 - <<'EOF'
+import socket
+for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+    for port in (8888, 3000, {shell_port}, {free_port}):
+        s = socket.socket(family)
+        try:
+            s.bind((host, port)); print("bound", host, port)
+        except OSError as e:
+            print("denied", host, port, e.errno)
+        s.close()
+EOF""")
+        for host in ("127.0.0.1", "::1"):
+            for port in (8888, 3000, shell_port):
+                assert f"denied {host} {port} 13" in r.stdout, r.stdout
+        assert f"bound 127.0.0.1 {free_port}" in r.stdout
+    finally:
+        k.shutdown()
