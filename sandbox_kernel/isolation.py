@@ -253,3 +253,85 @@ def deny_binding(ports):
         _check(_syscall("landlock_restrict_self", ruleset, 0), "apply the Landlock ruleset")
     finally:
         os.close(ruleset)
+
+
+# -- cgroups (set up from outside, as they need the rights of the kernel's user) ------------------
+
+
+def _cgroup_mounts():
+    """{controller: mount point} of cgroup v1 hierarchies, and the v2 mount point (or None)."""
+    v1, v2 = {}, None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, right = line.split(" - ")
+            fstype, _source, options = right.split()[:3]
+            point = left.split()[4]
+            if fstype == "cgroup2":
+                v2 = v2 or point
+            elif fstype == "cgroup":
+                for option in options.split(","):
+                    v1.setdefault(option, point)
+    return v1, v2
+
+
+def _own_cgroups():
+    """{controller or '': path} of this process (v2 is '')."""
+    found = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _id, controllers, path = line.rstrip("\n").split(":", 2)
+            for controller in controllers.split(",") if controllers else [""]:
+                found[controller] = path
+    return found
+
+
+def limit_with_cgroups(pid, name, memory_bytes, cpu_percent, max_processes):
+    """Move pid (the sandbox, before its first process starts) into cgroups of its own below ours,
+    with a memory limit, a CPU weight relative to the control plane and a process limit.
+    Returns the directories made (to remove when the sandbox ends) and what holds."""
+    v1, v2 = _cgroup_mounts()
+    own = _own_cgroups()
+    made, holds, errors = [], [], []
+    wanted = {
+        "memory": [("memory.limit_in_bytes", "memory.max", str(memory_bytes))] if memory_bytes else [],
+        "cpu": [("cpu.shares", "cpu.weight", None)],
+        "pids": [("pids.max", "pids.max", str(max_processes + 8))],
+    }
+    for controller, settings in wanted.items():
+        if not settings:
+            continue
+        if controller in v1 and controller in own:
+            base, version = f"{v1[controller]}{own[controller]}", 1
+        elif v2 and "" in own and os.path.exists(f"{v2}{own['']}/cgroup.controllers"):
+            base, version = f"{v2}{own['']}", 2
+            with open(f"{base}/cgroup.subtree_control") as f:
+                if controller not in f.read().split():
+                    errors.append(f"{controller}: not delegated to {base}")
+                    continue
+        else:
+            errors.append(f"{controller}: no cgroup hierarchy")
+            continue
+        path = f"{base.rstrip('/')}/{name}"
+        try:
+            if path not in made:
+                os.mkdir(path)
+                made.append(path)
+            for v1_file, v2_file, value in settings:
+                if value is None:  # CPU: a weight, relative to everything else
+                    value = str(1024 * cpu_percent // 100) if version == 1 else str(max(1, 100 * cpu_percent // 100))
+                with open(f"{path}/{v1_file if version == 1 else v2_file}", "w") as f:
+                    f.write(value)
+            with open(f"{path}/cgroup.procs", "w") as f:
+                f.write(str(pid))
+            holds.append(controller)
+        except OSError as e:
+            errors.append(f"{controller}: {e.strerror} ({path})")
+    return made, holds, errors
+
+
+def remove_cgroups(paths):
+    for path in reversed(paths):
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass

@@ -80,6 +80,20 @@ class Sandbox(LoggingConfigurable):
         namespace), so that a fork bomb cannot starve the kernel or the machine.""",
     ).tag(config=True)
 
+    max_memory_bytes = Int(
+        int(0.75 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")),
+        help="""Memory the whole sandbox may use (a cgroup memory limit), so that the kernel and
+        the server survive a cell that takes it all: by default 3/4 of the machine's. 0: none.
+        Applied where a cgroup can be made (as root; %sandbox says which limits hold).""",
+    ).tag(config=True)
+
+    cpu_percent = Int(
+        50,
+        help="""The sandbox's CPU weight against the control plane's, in percent (a cgroup CPU
+        weight): under contention the kernel and the server get the larger share, so they stay
+        responsive; idle CPU is the sandbox's to use.""",
+    ).tag(config=True)
+
     env_passthrough = List(
         Unicode(),
         help="""Names of environment variables of the kernel to pass into the sandbox in
@@ -117,6 +131,7 @@ class Sandbox(LoggingConfigurable):
         self.mode = "off"  # off, isolated, unprotected: what is in force once started
         self.reason = ""  # why 'auto' had to start unprotected
         self.egress = "not asked for"  # or 'ok', or why user-mode networking did not start
+        self.cgroups, self.cgroup_errors = [], []  # controllers whose limits hold; why the others do not
         self.plan = None
 
     # -- the plan -------------------------------------------------------------------------------
@@ -181,6 +196,7 @@ class Sandbox(LoggingConfigurable):
             "workspace_idmap": {"uid_map": f"{owner.st_uid} {outside} 1\n", "gid_map": f"{owner.st_gid} {outside} 1\n"}
             if as_root else None,
             "egress": egress,
+            "limits": {"memory_bytes": self.max_memory_bytes, "cpu_percent": self.cpu_percent, "max_processes": self.max_processes},
             "steps": steps,
             "masked": control_plane,  # each hidden by a mask of its own or a private tmpfs above it
         }
@@ -245,11 +261,20 @@ class Sandbox(LoggingConfigurable):
                 ("masked paths", ", ".join(plan["masked"]) or "none"),
                 ("protected ports", "all of the host's (own network namespace)" if self.network != "host" else
                  "cannot be bound (Landlock): " + ", ".join(map(str, next(x[1] for x in plan["steps"] if x[0] == "deny_binding")))),
-                ("limits", f"{self.max_processes} processes (RLIMIT_NPROC)"),
+                ("limits", self._limits()),
                 ("environment", env),
             ]
         text = "\n".join(f"{k + ':':17}{v}" for k, v in facts) + "\n"
         return self.warning + "\n" + text if self.warning else text
+
+    def _limits(self):
+        held = [f"{self.max_processes} processes (RLIMIT_NPROC{', cgroup pids' if 'pids' in self.cgroups else ''})"]
+        if "memory" in self.cgroups:
+            held.append(f"{self.max_memory_bytes} bytes of memory (cgroup)")
+        if "cpu" in self.cgroups:
+            held.append(f"CPU weight {self.cpu_percent}% of the control plane's (cgroup)")
+        missing = [e for e in self.cgroup_errors]
+        return "; ".join(held) + (f"; not applied: {'; '.join(missing)}" if missing else "")
 
     def start(self, workspace, connection_file=None):
         """Build the sandbox now (not at the first cell), so that 'required' can refuse to start."""
@@ -296,8 +321,10 @@ class Sandbox(LoggingConfigurable):
         try:
             ours.send(json.dumps(plan).encode())
             first = json.loads(ours.recv(1 << 16) or b"{}")
-            if first.get("ev") == "egress":
-                self.egress = str(first.get("result"))[:300]
+            if first.get("ev") == "outside":
+                self.egress = str(first.get("egress"))[:300]
+                self.cgroups = [str(c) for c in first.get("cgroups", [])]
+                self.cgroup_errors = [str(e)[:200] for e in first.get("cgroup_errors", [])]
                 first = json.loads(ours.recv(1 << 16) or b"{}")
         except (OSError, ValueError) as e:
             first = {"error": f"no answer from the supervisor ({e})"}

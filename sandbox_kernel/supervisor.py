@@ -284,12 +284,16 @@ def enter_sandbox(plan, control):
         isolation.write_id_maps(a, plan["uid_map"], plan["gid_map"])
         fds = [isolation.idmapped_tree(plan["workspace"], _idmap_userns(plan["workspace_idmap"]))] if plan["workspace_idmap"] else []
         egress = _start_egress(plan["egress"], a, alive_r) if plan["egress"] else "not asked for"
-        control.send(json.dumps({"ev": "egress", "result": egress}).encode())
+        limits = plan["limits"]
+        cgroups, holds, errors = isolation.limit_with_cgroups(a, f"sandbox-kernel-{os.getpid()}", limits["memory_bytes"],
+                                                              limits["cpu_percent"], limits["max_processes"])
+        control.send(json.dumps({"ev": "outside", "egress": egress, "cgroups": holds, "cgroup_errors": errors}).encode())
         socket.send_fds(sync, [b"mapped+egress" if egress == "ok" else b"mapped"], fds)
     except isolation.IsolationError as e:
         control.send(json.dumps({"ev": "failed", "error": str(e)}).encode())
         os.kill(a, signal.SIGKILL)
-    _wait_and_exit(a, keep=[])
+        cgroups = []
+    _wait_and_exit(a, keep=[], then=lambda: isolation.remove_cgroups(cgroups))
 
 
 def _start_egress(slirp4netns, pid, alive_fd):
@@ -367,8 +371,8 @@ def _apply_steps(plan, workspace_fd):
             getattr(isolation, step)(*args)
 
 
-def _wait_and_exit(pid, keep):
-    """Outside processes: end with the sandbox."""
+def _wait_and_exit(pid, keep, then=None):
+    """Outside processes: end with the sandbox (and clean up after it)."""
     for fd in range(3, 1024):
         if fd not in keep:
             try:
@@ -378,11 +382,13 @@ def _wait_and_exit(pid, keep):
     while True:
         try:
             _pid, status = os.waitpid(pid, 0)
-            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
         except ChildProcessError:
-            os._exit(0)
+            status = 0
         except InterruptedError:
             continue
+        if then is not None:
+            then()
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
 def main():

@@ -423,3 +423,33 @@ EOF""")
         assert f"bound 127.0.0.1 {free_port}" in r.stdout
     finally:
         k.shutdown()
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_memory_limit_holds_where_cgroups_allow_and_is_reported(flavor, tmp_path):
+    workspace = user_dir("sk-ws-") if flavor == "user" else str(tmp_path)
+    k = Kernel(workspace, options=["--Sandbox.max_memory_bytes=200000000"], flavor=flavor)
+    try:
+        limits = next(line for line in k.run("%sandbox").stdout.splitlines() if line.startswith("limits:"))
+        if flavor == "root":
+            assert "200000000 bytes of memory (cgroup)" in limits and "CPU weight 50%" in limits
+            r = k.run("python3 -c 'x = bytearray(400 * 1024 * 1024)'; echo status $?")
+            assert r.stdout == "status 137\n"  # the hog is killed, inside
+            assert k.run("echo alive").stdout == "alive\n"
+            cgroup = next(line for line in k.run("cat /proc/self/cgroup").stdout.splitlines() if ":memory:" in line)
+            assert "sandbox-kernel-" in cgroup
+        else:
+            # No cgroup is delegated to an unprivileged user here: said, not silently skipped.
+            assert "not applied: memory: Permission denied" in limits
+        outer = [p for p in processes_named("supervisor.py") if _parent(p) == k.pid]
+        ours = subprocess.run(f"find /sys/fs/cgroup -maxdepth 5 -name 'sandbox-kernel-{outer[0]}' -type d", shell=True,
+                              capture_output=True, text=True).stdout.split()
+        assert bool(ours) == (flavor == "root")
+    finally:
+        k.shutdown()
+    assert wait_until(lambda: not any(os.path.isdir(p) for p in ours), 3), ours  # removed with the sandbox
+
+
+def _parent(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
