@@ -221,34 +221,32 @@ class BashShell:
 
     # -- bash -> kernel -------------------------------------------------------------------------
 
+    def _read(self, fd):
+        """What fd has now: None if nothing yet, b"" at its end (then it is no longer watched)."""
+        try:
+            data = os.read(fd, READ_CHUNK)
+        except BlockingIOError:
+            return None
+        except OSError:
+            data = b""
+        if not data:
+            self._loop.remove_reader(fd)
+        return data
+
     def _read_output(self, name, limit=READ_CHUNK * 4):
         fd = self._fds.get(name)
         got = 0
         while fd is not None and got < limit:
-            try:
-                data = os.read(fd, READ_CHUNK)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
+            data = self._read(fd)
             if not data:
-                self._loop.remove_reader(fd)
                 return
             got += len(data)
             self._forwarders[name].feed(data)
 
     def _read_control(self):
         fd = self._fds.get("control")
-        if fd is None:
-            return
-        try:
-            data = os.read(fd, READ_CHUNK)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
+        data = self._read(fd) if fd is not None else None
         if not data:
-            self._loop.remove_reader(fd)
             return
         pieces = data.split(b"\0")
         for i, piece in enumerate(pieces):
