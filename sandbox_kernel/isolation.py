@@ -146,10 +146,14 @@ def no_nested_user_namespaces():
         raise IsolationError(f"forbid nested user namespaces: {e.strerror}") from None
 
 
-def read_only_root():
+def read_only(path):
     attr = struct.pack("QQQQ", MOUNT_ATTR_RDONLY, 0, 0, 0)
     buf = ctypes.create_string_buffer(attr)
-    _check(_syscall("mount_setattr", -100, b"/", AT_RECURSIVE, buf, len(attr)), "make the whole filesystem read-only")
+    _check(_syscall("mount_setattr", -100, path.encode(), AT_RECURSIVE, buf, len(attr)), f"make {path} read-only")
+
+
+def read_only_root():
+    read_only("/")
 
 
 def ensure_dir(path):

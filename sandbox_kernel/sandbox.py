@@ -149,29 +149,37 @@ class Sandbox(LoggingConfigurable):
         for mask in masks:
             if _inside(workspace, mask):
                 raise SandboxError(f"the notebook directory {workspace} is inside {mask}, which the sandbox hides")
+        if not home or home == "/" or not os.path.isdir(home):
+            home_step = []
+        elif any(_inside(home, p) for p in private):
+            home_step = ["ensure_dir", home]  # under a private tmpfs: an empty, writable HOME
+        elif os.stat(home).st_uid == uid and not as_root:
+            home_step = ["home_overlay", home, "/tmp/.sandbox-home"]  # the user's files, changes kept private
+        else:
+            home_step = ["private_tmpfs", home]  # not the sandbox's to see
+        hidden_dirs = private + ([home] if home_step[:1] == ["private_tmpfs"] else [])
+        # What must stay visible where a private tmpfs covers its place: the workspace,
+        # read-write; the kernel's own package and Python (the sessions read them), read-only.
+        keep = _existing_dirs([str(Path(__file__).parent), sys.prefix, sys.base_prefix])
+        keep = [d for d in keep if _covered(d, hidden_dirs, workspace) or _inside(d, workspace)]
         steps = [
             ["make_mounts_private"],
-            ["take_workspace", workspace],  # before anything covers it; attached below
+            ["take", workspace],  # before anything covers them; attached below
+            *[["take", d] for d in keep],
             ["mount_proc"],
             ["no_nested_user_namespaces"],
             ["read_only_root"],
             *[["private_tmpfs", p] for p in private],
+            *([home_step] if home_step else []),
+            ["attach", workspace, False],
+            *[["attach", d, True] for d in keep],
         ]
-        if home and home != "/" and os.path.isdir(home):
-            if any(_inside(home, p) for p in private):
-                steps.append(["ensure_dir", home])  # under a private tmpfs: an empty, writable HOME
-            elif os.stat(home).st_uid == uid and not as_root:
-                steps.append(["home_overlay", home, "/tmp/.sandbox-home"])  # the user's files, changes kept private
-            else:
-                steps.append(["private_tmpfs", home])  # not the sandbox's to see
-                private.append(home)
-        steps.append(["attach_workspace", workspace])
         # A mask under a private tmpfs has nothing to cover (and no mount point), unless the
         # workspace, attached after the tmpfs, brings the path back.
-        hidden = [m for m in masks if not _covered(m, private, workspace)]
+        hidden = [m for m in masks if not _covered(m, hidden_dirs, workspace)]
         control_plane = masks + ([connection_file] if connection_file and os.path.isfile(connection_file) else [])
         steps += [["mask", m] for m in hidden]
-        if connection_file and os.path.isfile(connection_file) and not _covered(connection_file, private + hidden, workspace):
+        if connection_file and os.path.isfile(connection_file) and not _covered(connection_file, hidden_dirs + hidden, workspace):
             steps.append(["mask_file", connection_file])
         steps += [
             ["set_hostname", "sandbox"],

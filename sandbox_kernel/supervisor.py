@@ -256,7 +256,7 @@ def enter_sandbox(plan, control):
         try:
             isolation.unshare(plan["namespaces"])
             sync_a.send(b"unshared")
-            message, fds, _f, _a = socket.recv_fds(sync_a, 64, 1)
+            message, fds, _f, _a = socket.recv_fds(sync_a, 64, 16)
             if not message.startswith(b"mapped"):
                 os._exit(1)
             plan["egress_ok"] = message == b"mapped+egress"
@@ -267,7 +267,7 @@ def enter_sandbox(plan, control):
         b = os.fork()
         if b == 0:
             try:
-                _apply_steps(plan, fds[0] if fds else None)
+                _apply_steps(plan, dict(zip(_taken_outside(plan), fds)))
             except isolation.IsolationError as e:
                 control.send(json.dumps({"ev": "failed", "error": str(e)}).encode())
                 os._exit(1)
@@ -282,13 +282,16 @@ def enter_sandbox(plan, control):
         if sync.recv(64) != b"unshared":
             _wait_and_exit(a, keep=[])
         isolation.write_id_maps(a, plan["uid_map"], plan["gid_map"])
-        fds = [isolation.idmapped_tree(plan["workspace"], _idmap_userns(plan["workspace_idmap"]))] if plan["workspace_idmap"] else []
+        fds = [isolation.idmapped_tree(path, _idmap_userns(plan["workspace_idmap"])) if path == plan["workspace"]
+               else isolation.clone_tree(path) for path in _taken_outside(plan)]
         egress = _start_egress(plan["egress"], a, alive_r) if plan["egress"] else "not asked for"
         limits = plan["limits"]
         cgroups, holds, errors = isolation.limit_with_cgroups(a, f"sandbox-kernel-{os.getpid()}", limits["memory_bytes"],
                                                               limits["cpu_percent"], limits["max_processes"])
         control.send(json.dumps({"ev": "outside", "egress": egress, "cgroups": holds, "cgroup_errors": errors}).encode())
         socket.send_fds(sync, [b"mapped+egress" if egress == "ok" else b"mapped"], fds)
+        for fd in fds:
+            os.close(fd)
     except isolation.IsolationError as e:
         control.send(json.dumps({"ev": "failed", "error": str(e)}).encode())
         os.kill(a, signal.SIGKILL)
@@ -346,15 +349,25 @@ def _idmap_userns(maps):
         os.waitpid(child, 0)
 
 
-def _apply_steps(plan, workspace_fd):
+def _taken_outside(plan):
+    """The trees this process clones for B: as root, all of them (the workspace idmapped, so that
+    it stays writable; B, an unprivileged uid outside, may not even reach the others, e.g. under
+    /root); otherwise none."""
+    return [args[0] for step, *args in plan["steps"] if step == "take"] if plan["workspace_idmap"] else []
+
+
+def _apply_steps(plan, from_outside):
     """In B: every mount, limit and drop of the plan, in its order."""
+    taken = {}
     for step, *args in plan["steps"]:
-        if step == "take_workspace":
-            if workspace_fd is None:  # as root it came idmapped from outside
-                workspace_fd = isolation.clone_tree(args[0])
-        elif step == "attach_workspace":
-            isolation.ensure_dir(args[0])
-            isolation.attach_tree(workspace_fd, args[0])
+        if step == "take":
+            taken[args[0]] = from_outside[args[0]] if args[0] in from_outside else isolation.clone_tree(args[0])
+        elif step == "attach":
+            path, read_only = args
+            isolation.ensure_dir(path)
+            isolation.attach_tree(taken.pop(path), path)
+            if read_only:
+                isolation.read_only(path)
         elif step == "mask":
             isolation.private_tmpfs(args[0], read_only=True)
         elif step == "mask_file":
