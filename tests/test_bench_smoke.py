@@ -18,6 +18,8 @@ FIGURES = [
     "first streamed line",
     "output throughput",
     "kernel memory under flood",
+    "`%session create`",
+    "3 sessions",
     "isolation cost",
 ]
 PEERS = {"sandbox", "bash", "python3-bang", "python3-bash-magic", "floor"}
