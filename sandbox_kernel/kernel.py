@@ -206,6 +206,10 @@ class SandboxKernel(Kernel):
         self.outputs._send("error", content)
         return {"status": "error", "execution_count": self.execution_count, **content}
 
+    @property
+    def kernel_info(self):
+        return {**super().kernel_info, "sandbox": self.sandbox.status()}
+
     def finish_metadata(self, parent, metadata, reply_content):
         metadata = super().finish_metadata(parent, metadata, reply_content)
         metadata["sandbox"] = {"session": self._ran_in}

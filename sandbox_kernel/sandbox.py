@@ -240,6 +240,15 @@ class Sandbox(LoggingConfigurable):
 
     def describe(self):
         """What %sandbox prints: the isolation in force, one fact a line."""
+        text = "\n".join(f"{k + ':':17}{v}" for k, v in self._facts()) + "\n"
+        return self.warning + "\n" + text if self.warning else text
+
+    def status(self):
+        """The same for frontends (the kernel_info reply's "sandbox" field, which the lab
+        extension's indicator shows): the mode in force, the warning if any, and the facts."""
+        return {"mode": self.mode, "warning": self.warning, "facts": dict(self._facts())}
+
+    def _facts(self):
         env = f"allowlist ({', '.join(ENV_ALLOWLIST)}, LC_*" + "".join(f", {n}" for n in self.env_passthrough) + ")"
         if self.mode != "isolated":
             facts = [("isolation", f"{self.mode} (Sandbox.isolation={self.isolation})"), ("namespaces", "none"),
@@ -272,8 +281,7 @@ class Sandbox(LoggingConfigurable):
                 ("limits", self._limits()),
                 ("environment", env),
             ]
-        text = "\n".join(f"{k + ':':17}{v}" for k, v in facts) + "\n"
-        return self.warning + "\n" + text if self.warning else text
+        return facts
 
     def _limits(self):
         held = [f"{self.max_processes} processes (RLIMIT_NPROC{', cgroup pids' if 'pids' in self.cgroups else ''})"]

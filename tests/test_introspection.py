@@ -64,3 +64,6 @@ def test_kernel_info_describes_bash(kernel):
         "text/x-sh", ".sh", "shell", "bash")
     assert info["banner"].startswith("sandbox-kernel")
     assert info["implementation"] == "sandbox_kernel"
+    # What the lab extension's indicator shows: the mode in force and the facts of %sandbox.
+    assert info["sandbox"]["mode"] == "isolated" and info["sandbox"]["warning"] == ""
+    assert "pid" in info["sandbox"]["facts"]["namespaces"]
