@@ -7,10 +7,15 @@ PYTHON := $(VENV)/bin/python
 # The isolation tests also run the kernel as an unprivileged user, who cannot reach every path
 # (a checkout under /root, pyenv's python): the package goes into a venv of Debian's python3.
 USER_VENV := /opt/sandbox-kernel-tests/venv
-DEBIAN_PACKAGES := bash coreutils procps util-linux iproute2 slirp4netns python3 python3-venv
+DEBIAN_PACKAGES := bash coreutils procps util-linux iproute2 slirp4netns python3 python3-venv chromium
+# The JupyterLab status bar indicator (jupyter_extension/), prebuilt and shipped as data files of
+# the package: node and npm build it, the browser test drives Debian's chromium.
+EXT := jupyter_extension
+EXT_BUILT := $(EXT)/labextension/package.json
+EXT_SOURCES := $(EXT)/package.json $(EXT)/tsconfig.json $(EXT)/install.json $(wildcard $(EXT)/src/*.ts $(EXT)/style/*)
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench system-deps venv user-venv clean
+.PHONY: demo test bench system-deps venv user-venv lab-extension clean
 
 demo: venv
 	$(PYTHON) notebooks/execute_and_print.py notebooks/quickstart.ipynb
@@ -30,11 +35,30 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-venv: system-deps
+venv: system-deps lab-extension
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
 	$(PYTHON) -m pip install -q '.[test]'
 	$(PYTHON) -m sandbox_kernel install --sys-prefix
+
+# Built before `pip install .` in the venv target, which then carries it. Incremental: npm runs
+# only when package.json or the lockfile changed, the build only when a source did.
+lab-extension: $(EXT_BUILT)
+
+$(EXT)/node_modules/.installed: $(EXT)/package.json $(wildcard $(EXT)/package-lock.json)
+	command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+	cd $(EXT) && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+# @jupyterlab/builder builds against the core of the JupyterLab in .venv (its staging package.json
+# says which shared modules, in which versions, the extension may use from the page).
+$(EXT_BUILT): $(EXT)/node_modules/.installed $(EXT_SOURCES) | system-deps
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -c 'import jupyterlab' 2>/dev/null || $(PYTHON) -m pip install -q 'jupyterlab>=4,<5'
+	rm -rf $(EXT)/lib $(EXT)/labextension
+	cd $(EXT) && node_modules/.bin/tsc && node_modules/.bin/build-labextension . \
+		--core-path "$$($(abspath $(PYTHON)) -c 'import jupyterlab, os; print(os.path.join(os.path.dirname(jupyterlab.__file__), "staging"))')"
+	cp $(EXT)/install.json $(EXT)/labextension/
 
 user-venv: system-deps
 	test -x $(USER_VENV)/bin/python || /usr/bin/python3 -m venv $(USER_VENV)
@@ -42,4 +66,4 @@ user-venv: system-deps
 	$(USER_VENV)/bin/python -m pip install -q .
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info $(EXT)/node_modules $(EXT)/lib $(EXT)/labextension
