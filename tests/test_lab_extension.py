@@ -1,0 +1,197 @@
+"""The JupyterLab extension (jupyter_extension/): a real Jupyter server, a real headless chromium.
+
+The status bar indicator reads the kernel_info reply's "sandbox" field; a sandbox kernel shows
+its isolation, an unprotected one also raises a notification, other kernels show nothing."""
+
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from harness import wait_until
+
+CHROMIUM = "/usr/bin/chromium"
+# Without the networking flags chromium keeps calling home, which a closed network punishes.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+EXTENSION = os.path.join(sys.prefix, "share", "jupyter", "labextensions", "sandbox-kernel-indicator")
+INDICATOR = ".jp-SandboxIndicator"
+DANGER = re.compile(r"\bjp-SandboxIndicator-danger\b")
+OFF_WARNING = "isolation is OFF"
+# A node's background colour, and --jp-error-color1 as computed (both rgb(...)).
+ERROR_BACKGROUND = """n => {
+    const probe = document.body.appendChild(document.createElement('div'));
+    probe.style.backgroundColor = 'var(--jp-error-color1)';
+    const wanted = getComputedStyle(probe).backgroundColor;
+    probe.remove();
+    return [getComputedStyle(n).backgroundColor, wanted];
+}"""
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def notebook(kernel, display_name, language):
+    return {"cells": [], "metadata": {"kernelspec": {"name": kernel, "display_name": display_name, "language": language}},
+            "nbformat": 4, "nbformat_minor": 5}
+
+
+class LabServer:
+    """`jupyter lab` on a free loopback port, with config, data, runtime and HOME of its own (the
+    extension and the kernelspecs are still found under sys.prefix/share/jupyter)."""
+
+    def __init__(self, base, kernel_config=""):
+        self.root = base / "root"
+        dirs = {name: base / name for name in ("config", "data", "runtime", "home")}
+        for d in [self.root, *dirs.values()]:
+            d.mkdir()
+        (self.root / "n.ipynb").write_text(json.dumps(notebook("sandbox", "Bash (sandbox)", "bash")))
+        (self.root / "py.ipynb").write_text(json.dumps(notebook("python3", "Python 3", "python")))
+        # The kernel reads its options from the Jupyter config path only, where this dir comes first.
+        self.config = dirs["config"]
+        (self.config / "jupyter_sandbox_kernel_config.py").write_text(kernel_config)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.token = secrets.token_hex(16)
+        env = dict(os.environ, JUPYTER_CONFIG_DIR=str(dirs["config"]), JUPYTER_DATA_DIR=str(dirs["data"]),
+                   JUPYTER_RUNTIME_DIR=str(dirs["runtime"]), HOME=str(dirs["home"]))
+        self.log = open(base / "server.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+             f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
+             f"--ServerApp.root_dir={self.root}", "--LabApp.news_url=None",
+             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        if not wait_until(self._up, 30):
+            self.stop()
+            raise AssertionError(f"jupyter lab did not start:\n{(base / 'server.log').read_text()}")
+
+    def _up(self):
+        assert self.proc.poll() is None, "jupyter lab exited"
+        try:
+            with urllib.request.urlopen(self.url("api/status"), timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}/{path}?token={self.token}"
+
+    def stop(self):
+        # SIGTERM: the server shuts its kernels down; its process group goes if it lingers.
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} is missing: `make test` installs Debian's chromium"
+    assert os.path.exists(os.path.join(EXTENSION, "package.json")), \
+        f"the lab extension is not installed in {EXTENSION}: `make venv` builds and installs it"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    server = LabServer(tmp_path_factory.mktemp("lab"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def open_notebook(browser):
+    """Opens a notebook of a server in a fresh page and waits until its kernel is idle."""
+    contexts = []
+
+    def open_(server, name):
+        context = browser.new_context()
+        contexts.append(context)
+        page = context.new_page()
+        page.goto(server.url(f"lab/tree/{name}"))
+        expect(page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_be_visible(timeout=45_000)
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+
+
+def test_isolated_kernel_shows_isolated(lab, open_notebook):
+    page = open_notebook(lab, "n.ipynb")
+    indicator = page.locator(f"{INDICATOR}[data-sandbox-mode]")
+    expect(indicator).to_have_attribute("data-sandbox-mode", "isolated", timeout=15_000)
+    expect(indicator).to_have_text("sandbox: isolated")
+    expect(indicator).to_be_visible()
+    expect(indicator).not_to_have_class(DANGER)
+    title = indicator.get_attribute("title")
+    assert "isolation: isolated" in title and "namespaces: " in title, title
+
+
+def test_console_shows_isolated(lab, browser):
+    page = browser.new_page()
+    try:
+        page.goto(lab.url("lab") + "&reset")  # an empty workspace: the launcher
+        page.locator(".jp-LauncherCard[data-category='Console'][title='Bash (sandbox)']").click()
+        indicator = page.locator(f"{INDICATOR}[data-sandbox-mode]")
+        expect(indicator).to_have_attribute("data-sandbox-mode", "isolated", timeout=45_000)
+        expect(indicator).to_have_text("sandbox: isolated")
+    finally:
+        page.context.close()
+
+
+def test_other_kernels_show_nothing_and_tabs_switch(lab, open_notebook):
+    page = open_notebook(lab, "py.ipynb")
+    page.wait_for_timeout(1000)  # the kernel_info reply has long come back by now
+    expect(page.locator(INDICATOR)).to_have_count(1)  # the extension is there, its item hidden
+    expect(page.locator(INDICATOR)).to_be_hidden()
+    expect(page.locator(f"{INDICATOR}[data-sandbox-mode]")).to_have_count(0)
+
+    # Switching tabs follows the current notebook's kernel.
+    page.locator(".jp-DirListing-content").get_by_text("n.ipynb", exact=True).dblclick()
+    expect(page.locator(f"{INDICATOR}[data-sandbox-mode='isolated']")).to_be_visible(timeout=45_000)
+    page.locator(".lm-TabBar-tabLabel", has_text="py.ipynb").click()
+    expect(page.locator(INDICATOR)).to_be_hidden()
+    page.locator(".lm-TabBar-tabLabel", has_text="n.ipynb").first.click()
+    expect(page.locator(f"{INDICATOR}[data-sandbox-mode='isolated']")).to_be_visible()
+
+
+def test_isolation_off_warns(tmp_path, open_notebook):
+    server = LabServer(tmp_path, kernel_config='c.Sandbox.isolation = "off"\n')
+    try:
+        page = open_notebook(server, "n.ipynb")
+        indicator = page.locator(f"{INDICATOR}[data-sandbox-mode]")
+        expect(indicator).to_have_attribute("data-sandbox-mode", "off", timeout=15_000)
+        expect(indicator).to_have_text("sandbox: isolation OFF")
+        expect(indicator).to_have_class(DANGER)
+        # The warning style: JupyterLab's error colour as the background.
+        background, error_color = indicator.evaluate(ERROR_BACKGROUND)
+        assert background == error_color != "rgba(0, 0, 0, 0)", (background, error_color)
+        assert OFF_WARNING in indicator.get_attribute("title")
+        # One notification, its text the kernel's warning.
+        expect(page.locator(".Toastify__toast", has_text=OFF_WARNING)).to_have_count(1, timeout=10_000)
+
+        # A restart re-reads the kernel_info reply: the kernel now starts isolated.
+        (server.config / "jupyter_sandbox_kernel_config.py").write_text("")
+        page.locator("[data-command='notebook:restart-kernel']").click()
+        page.locator(".jp-Dialog .jp-mod-accept").click()
+        expect(indicator).to_have_attribute("data-sandbox-mode", "isolated", timeout=30_000)
+        expect(indicator).not_to_have_class(DANGER)
+    finally:
+        server.stop()
