@@ -2,6 +2,7 @@
 the kernel run as root and as an unprivileged user. A property that cannot be tested here fails."""
 
 import ctypes
+import glob
 import json
 import os
 import secrets
@@ -286,6 +287,34 @@ def test_code_config_and_system_files_cannot_be_changed(setup):
     home = os.environ["HOME"] if kernel.flavor == "root" else None
     if home:
         assert not os.path.exists(os.path.join(home, "in-home"))
+
+
+# A wheel made inside the sandbox: installing needs no network.
+MAKE_WHEEL = r"""python3 - <<'PY'
+import zipfile
+files = {"sk_demo/__init__.py": "X = 'installed inside'\n",
+         "sk_demo-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: sk-demo\nVersion: 1.0\n",
+         "sk_demo-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+files["sk_demo-1.0.dist-info/RECORD"] = "".join(f"{name},,\n" for name in [*files, "sk_demo-1.0.dist-info/RECORD"])
+with zipfile.ZipFile("/tmp/sk_demo-1.0-py3-none-any.whl", "w") as z:
+    for name, text in files.items():
+        z.writestr(name, text)
+PY
+"""
+
+
+def test_packages_install_inside_without_touching_the_host(setup):
+    kernel, _cp = setup
+    r = kernel.run(MAKE_WHEEL + """python3 -m venv $HOME/sk-venv && $HOME/sk-venv/bin/pip install -q --no-index /tmp/sk_demo-1.0-py3-none-any.whl
+$HOME/sk-venv/bin/python -c 'import sk_demo; print(sk_demo.X)'
+echo $HOME
+/usr/bin/python3 -m pip install --no-index --break-system-packages --prefix /usr/local /tmp/sk_demo-1.0-py3-none-any.whl 2>&1 | grep -v '^$' | tail -1""")
+    lines = r.stdout.splitlines()
+    assert lines[0] == "installed inside", (r.stdout, r.stderr)
+    # System-wide is read-only: said plainly, nothing installed.
+    assert "Read-only file system" in lines[-1] or "Permission denied" in lines[-1], r.stdout
+    assert not os.path.exists(os.path.join(lines[1], "sk-venv"))  # the host's HOME is untouched
+    assert not glob.glob("/usr/local/lib/python3*/*-packages/sk_demo")
 
 
 def test_the_kernel_never_acts_on_paths_with_its_own_view(setup):
