@@ -47,6 +47,18 @@ SYS = {
     "landlock_restrict_self": 446,
 }
 LANDLOCK_CREATE_RULESET_VERSION, LANDLOCK_ACCESS_NET_BIND_TCP, LANDLOCK_RULE_NET_PORT = 1, 1, 2
+# System calls a seccomp filter can refuse: (x86_64, aarch64) numbers.
+FILTERABLE_SYSCALLS = {
+    "io_uring_setup": (425, 425), "io_uring_enter": (426, 426), "io_uring_register": (427, 427),
+    "userfaultfd": (323, 282), "bpf": (321, 280), "perf_event_open": (298, 241),
+    "keyctl": (250, 219), "add_key": (248, 217), "request_key": (249, 218),
+    "kexec_load": (246, 104), "kexec_file_load": (320, 294),
+    "init_module": (175, 105), "finit_module": (313, 273), "delete_module": (176, 106),
+    "open_by_handle_at": (304, 265), "acct": (163, 89), "swapon": (167, 224), "swapoff": (168, 225),
+    "reboot": (169, 142), "ptrace": (101, 117), "personality": (135, 92),
+}
+AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 
 
 class IsolationError(Exception):
@@ -257,6 +269,29 @@ def deny_binding(ports):
         _check(_syscall("landlock_restrict_self", ruleset, 0), "apply the Landlock ruleset")
     finally:
         os.close(ruleset)
+
+
+def filter_syscalls(names):
+    """A seccomp filter on this process tree: the named system calls, and every call of another
+    ABI (i386, x32), fail with EPERM. Needs no_new_privs, so it comes after drop_capabilities."""
+    machine = platform.machine()
+    if machine not in AUDIT_ARCH:
+        raise IsolationError(f"filter system calls: no table for {machine}")
+    column = 0 if machine == "x86_64" else 1
+    ld_abs, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    allow, refuse = 0x7FFF0000, 0x00050000 | errno.EPERM
+    numbers = sorted({FILTERABLE_SYSCALLS[n][column] for n in names})
+    # Each test jumps to the last instruction (refuse) on a match; jt counts instructions skipped.
+    prog = [(ld_abs, 0, 0, 4), (jeq, 1, 0, AUDIT_ARCH[machine]), (ret, 0, 0, refuse), (ld_abs, 0, 0, 0)]
+    tests = ([(jge, 0x40000000)] if machine == "x86_64" else []) + [(jeq, n) for n in numbers]
+    for i, (op, k) in enumerate(tests):
+        prog.append((op, len(tests) - i, 0, k))
+    prog += [(ret, 0, 0, allow), (ret, 0, 0, refuse)]
+    code = b"".join(struct.pack("HBBI", *insn) for insn in prog)
+    filters = ctypes.create_string_buffer(code)
+    fprog = struct.pack("HxxxxxxP", len(prog), ctypes.addressof(filters))
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.create_string_buffer(fprog), 0, 0),
+           "install the seccomp filter")
 
 
 # -- cgroups (set up from outside, as they need the rights of the kernel's user) ------------------

@@ -20,6 +20,8 @@ from jupyter_core.paths import jupyter_config_path, jupyter_runtime_dir
 from traitlets import Enum, Int, List, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
+from . import isolation
+
 SUPERVISOR = Path(__file__).with_name("supervisor.py")
 
 # What crosses into the sandbox's environment: these names, LC_*, the user's env_passthrough and a
@@ -100,6 +102,26 @@ class Sandbox(LoggingConfigurable):
         addition to the built-in allowlist (PATH, HOME, LANG, LC_*, TERM, USER, LOGNAME, SHELL,
         TZ, TMPDIR). JUPYTER_*, JPY_* and other control-plane variables are refused.""",
     ).tag(config=True)
+
+    blocked_syscalls = List(
+        Unicode(),
+        default_value=["io_uring_setup", "io_uring_enter", "io_uring_register", "userfaultfd", "bpf", "perf_event_open",
+                       "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+                       "open_by_handle_at", "acct", "swapon", "swapoff", "reboot"],
+        help="""System calls that fail with EPERM inside the sandbox (a seccomp filter; calls of
+        another ABI, i386 or x32, always do). The default refuses kernel attack surface that
+        shells do not need and exploits do (io_uring, userfaultfd, bpf, perf_event_open) and what
+        needs privileges the sandbox never has. keyctl, add_key, request_key, ptrace and
+        personality may be added; [] installs no filter.""",
+    ).tag(config=True)
+
+    @validate("blocked_syscalls")
+    def _check_syscalls(self, proposal):
+        unknown = [n for n in proposal["value"] if n not in isolation.FILTERABLE_SYSCALLS]
+        if unknown:
+            raise SandboxError(f"Sandbox.blocked_syscalls: {', '.join(map(repr, unknown))} cannot be filtered; "
+                               f"choose from {', '.join(isolation.FILTERABLE_SYSCALLS)}")
+        return proposal["value"]
 
     @validate("env_passthrough")
     def _check_passthrough(self, proposal):
@@ -190,6 +212,7 @@ class Sandbox(LoggingConfigurable):
             ["not_dumpable"],
             ["drop_capabilities"],
             *([["deny_binding", self._ports_to_protect(connection_file)]] if self.network == "host" else []),
+            *([["filter_syscalls", self.blocked_syscalls]] if self.blocked_syscalls else []),
         ]
         owner = os.stat(workspace)
         return {
@@ -279,6 +302,8 @@ class Sandbox(LoggingConfigurable):
                 ("protected ports", "all of the host's (own network namespace)" if self.network != "host" else
                  "cannot be bound (Landlock): " + ", ".join(map(str, next(x[1] for x in plan["steps"] if x[0] == "deny_binding")))),
                 ("limits", self._limits()),
+                ("system calls", "refused (seccomp, EPERM): " + ", ".join(self.blocked_syscalls) + ", and other ABIs'"
+                 if self.blocked_syscalls else "no filter (Sandbox.blocked_syscalls=[])"),
                 ("environment", env),
             ]
         return facts

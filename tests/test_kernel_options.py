@@ -25,6 +25,7 @@ def _start_kernel_directly(tmp_path, *options, env=None):
         ("--Sandbox.isolation=sometimes", "sandbox-kernel: The 'isolation' trait of a Sandbox instance expected any of ['auto', 'required', 'off'], not the str 'sometimes'."),
         ("--SandboxKernel.max_output_bytes=lots", "sandbox-kernel: "),
         ("--Sandbox.env_passthrough=JUPYTER_TOKEN", "sandbox-kernel: Sandbox.env_passthrough: 'JUPYTER_TOKEN' belongs to the control plane and never crosses"),
+        ("--Sandbox.blocked_syscalls=fork", "sandbox-kernel: Sandbox.blocked_syscalls: 'fork' cannot be filtered; choose from io_uring_setup, "),
     ],
 )
 def test_bad_options_stop_the_kernel_with_one_clear_line(tmp_path, option, message):
