@@ -17,6 +17,7 @@ from .completion import complete_request, word_at
 from .sandbox import Sandbox, SandboxError
 from .magics import MagicError, split_cell
 from .sessions import Sessions, render_table
+from .sessions_comm import SessionsComm
 from .shell import Outputs, SessionError
 
 # What session.bash says of code that a prompt would wait on (PS2) rather than reject.
@@ -127,7 +128,11 @@ class SandboxKernel(Kernel):
             max_message_bytes=self.max_message_bytes,
         )
         self._loop = None
+        self.executing = False
         self._warned = False
+        panel = SessionsComm(self)
+        for msg_type in ("comm_open", "comm_msg", "comm_close"):
+            self.shell_handlers[msg_type] = getattr(panel, msg_type)
         self._ran_in = None
         bash = _bash_version()
         self.language_info = {
@@ -145,6 +150,13 @@ class SandboxKernel(Kernel):
     # -- execute --------------------------------------------------------------------------------
 
     async def do_execute(self, code, silent, store_history=True, user_expressions=None, allow_stdin=False, **_):
+        self.executing = True
+        try:
+            return await self._execute(code, silent, allow_stdin)
+        finally:
+            self.executing = False
+
+    async def _execute(self, code, silent, allow_stdin):
         self._loop = asyncio.get_running_loop()
         self.outputs.parent = self.get_parent("shell")
         self.outputs.silent = silent

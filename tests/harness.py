@@ -171,6 +171,16 @@ class Kernel:
             if reply["parent_header"].get("msg_id") == msg_id:
                 return reply["content"]
 
+    def comm(self, msg_type, content, timeout=30):
+        """Send a comm_open or comm_msg; (type, content) of the comm_msg or comm_close that answers it."""
+        msg = self.kc.session.msg(msg_type, content)
+        self.kc.shell_channel.send(msg)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+            if m["parent_header"].get("msg_id") == msg["header"]["msg_id"] and m["msg_type"] in ("comm_msg", "comm_close"):
+                return m["msg_type"], m["content"]
+
     def shutdown(self):
         self.kc.stop_channels()
         if self.km.is_alive():
