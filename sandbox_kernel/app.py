@@ -48,6 +48,11 @@ class SandboxKernelApp(IPKernelApp):
 
     def init_kernel(self):
         self._check_options()
+        # No kernel subshells: the sessions, their pipes and futures live on the main event loop,
+        # and a subshell would run handlers (execute, a comm message) on a thread of its own.
+        # Without the shell channel thread ipykernel handles every shell message on the main
+        # loop and kernel_info does not offer subshells.
+        self.shell_channel_thread = None
         try:
             super().init_kernel()
         except TraitError as e:

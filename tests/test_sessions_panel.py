@@ -115,3 +115,12 @@ def test_closed_comm_is_no_longer_answered(panel):
     with pytest.raises(queue.Empty):
         k.comm("comm_msg", {"comm_id": comm_id, "data": {"action": "list"}}, timeout=1)
     assert k.run("echo fine").stdout == "fine\n"
+
+
+
+def test_no_subshells_are_offered(new_kernel):
+    # JupyterLab sends comm messages on a subshell when a kernel offers subshells, and they would
+    # run on a thread of their own; the kernel's sessions live on one event loop.
+    k = new_kernel()
+    assert "kernel subshells" not in k.request("kernel_info").get("supported_features", [])
+    assert k.comm("comm_open", {"comm_id": "s1", "target_name": TARGET, "data": {}})[0] == "comm_msg"
