@@ -1,7 +1,9 @@
 """The JupyterLab extension (jupyter_extension/): a real Jupyter server, a real headless chromium.
 
 The status bar indicator reads the kernel_info reply's "sandbox" field; a sandbox kernel shows
-its isolation, an unprotected one also raises a notification, other kernels show nothing."""
+its isolation, an unprotected one also raises a notification, other kernels show nothing. The
+"Sandbox sessions" sidebar panel lists the current kernel's sessions over a comm and uses,
+restarts and deletes them."""
 
 import json
 import os
@@ -27,6 +29,10 @@ EXTENSION = os.path.join(sys.prefix, "share", "jupyter", "labextensions", "sandb
 INDICATOR = ".jp-SandboxIndicator"
 DANGER = re.compile(r"\bjp-SandboxIndicator-danger\b")
 OFF_WARNING = "isolation is OFF"
+SESSIONS = ".jp-SandboxSessions"
+SESSIONS_TAB = ".jp-SideBar .lm-TabBar-tab[data-id='sandbox-kernel-sessions']"
+ROW = ".jp-SandboxSessions-row"
+DONE = re.compile(r"\[\d+\]")  # the input prompt of a cell that has run: [3]:
 # A node's background colour, and --jp-error-color1 as computed (both rgb(...)).
 ERROR_BACKGROUND = """n => {
     const probe = document.body.appendChild(document.createElement('div'));
@@ -125,7 +131,10 @@ def open_notebook(browser):
         contexts.append(context)
         page = context.new_page()
         page.goto(server.url(f"lab/tree/{name}"))
-        expect(page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_be_visible(timeout=45_000)
+        # The notebook in front (the workspace may bring back others), in its toolbar itself: a
+        # narrow one (the sidebar open) also has a copy in its overflow popup.
+        idle = page.locator(".jp-NotebookPanel-toolbar:visible .jp-Notebook-ExecutionIndicator[data-status='idle']")
+        expect(idle).to_be_visible(timeout=45_000)
         return page
 
     yield open_
@@ -195,3 +204,92 @@ def test_isolation_off_warns(tmp_path, open_notebook):
         expect(indicator).not_to_have_class(DANGER)
     finally:
         server.stop()
+
+
+def run_cell(page, index, wait=True):
+    """Runs cell number index of the notebook in front with Shift+Enter (its source written in
+    the file: no typing); returns that cell, once it has run unless not wait."""
+    # The notebook in front: the workspace may bring back the other tests' notebooks, hidden.
+    cell = page.locator(".jp-Notebook:visible").locator(".jp-CodeCell").nth(index)
+    cell.locator(".jp-InputPrompt").click()  # selects it, in command mode
+    page.keyboard.press("Shift+Enter")
+    if wait:
+        expect(cell.locator(".jp-InputPrompt")).to_have_text(DONE, timeout=20_000)
+    return cell
+
+
+def show_sessions_panel(page):
+    """The sessions panel, opened by its sidebar tab unless the workspace brought it back open
+    (a click would close it)."""
+    panel = page.locator(SESSIONS)
+    if not panel.is_visible():
+        page.locator(SESSIONS_TAB).click()
+    expect(panel).to_be_visible()
+    return panel
+
+
+# The cells test_sessions_panel runs, in this order, between clicks in the panel.
+SESSION_CELLS = ["%session create build --cwd /tmp --env MODE=ci", "pwd; echo $MODE", "sleep 3", "sleep 300 &",
+                 "pwd; pgrep -fx 'sleep 300' || echo no sleep"]
+
+
+def test_sessions_panel(lab, open_notebook):
+    # A notebook (and so a kernel) of its own: the other tests' kernel keeps only `default`.
+    nb = notebook("sandbox", "Bash (sandbox)", "bash")
+    nb["cells"] = [{"cell_type": "code", "id": f"c{i}", "source": source, "metadata": {}, "outputs": [],
+                    "execution_count": None} for i, source in enumerate(SESSION_CELLS)]
+    (lab.root / "sessions.ipynb").write_text(json.dumps(nb))
+    page = open_notebook(lab, "sessions.ipynb")
+    # The execution indicator may say idle before the kernel's connection is up, and a cell run
+    # then is dropped: the sandbox indicator appears once the kernel_info reply came through it.
+    expect(page.locator(f"{INDICATOR}[data-sandbox-mode='isolated']")).to_be_visible(timeout=15_000)
+    run_cell(page, 0)
+
+    panel = show_sessions_panel(page)
+    expect(panel.locator(".jp-SandboxSessions-header")).to_contain_text("sessions.ipynb")
+    rows = panel.locator(ROW)
+    default, build = (panel.locator(f"{ROW}[data-session='{name}']") for name in ("default", "build"))
+    expect(rows).to_have_count(2, timeout=10_000)
+    expect(default).to_have_attribute("data-current", "true")
+    expect(build).to_have_attribute("data-current", "false")
+    expect(build.locator(".jp-SandboxSessions-cwd")).to_have_text("/tmp")
+    expect(default.locator("[data-action='use']")).to_be_disabled()
+    expect(default.locator("[data-action='delete']")).to_be_disabled()  # never offered
+    error = panel.locator(".jp-SandboxSessions-error")
+    expect(error).to_be_hidden()
+
+    # `use` from the panel: the next cell runs in build, with its cwd and env.
+    build.locator("[data-action='use']").click()
+    expect(build).to_have_attribute("data-current", "true")
+    expect(default).to_have_attribute("data-current", "false")
+    cell = run_cell(page, 1)
+    expect(cell.locator(".jp-OutputArea-output")).to_have_text(re.compile(r"^/tmp\s+ci\s*$"))
+
+    # While a cell runs the kernel refuses a restart: the panel shows its one line, and the next
+    # answer (the refresh once the kernel is idle) clears it.
+    cell = run_cell(page, 2, wait=False)
+    expect(cell.locator(".jp-InputPrompt")).to_have_text(re.compile(r"\[\*\]"))
+    build.locator("[data-action='restart']").click()
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("a cell is running")
+    expect(cell.locator(".jp-InputPrompt")).to_have_text(DONE, timeout=10_000)
+    expect(error).to_be_hidden()
+
+    # A background job shows up after the cell (the refresh once the kernel is idle); deleting
+    # build ends it, and default is current again.
+    run_cell(page, 3)
+    expect(build.locator(".jp-SandboxSessions-jobs")).to_have_text("1")
+    build.locator("[data-action='delete']").click()
+    expect(build).to_have_count(0)
+    expect(rows).to_have_count(1)
+    expect(default).to_have_attribute("data-current", "true")
+    cell = run_cell(page, 4)
+    output = re.compile(rf"^{re.escape(str(lab.root))}\s+no sleep\s*$")  # default's cwd; the job gone
+    expect(cell.locator(".jp-OutputArea-output")).to_have_text(output)
+
+
+def test_sessions_panel_other_kernel(lab, open_notebook):
+    page = open_notebook(lab, "py.ipynb")
+    panel = show_sessions_panel(page)
+    expect(panel.locator(".jp-SandboxSessions-header")).to_have_text("No sandbox kernel")
+    expect(panel.locator(ROW)).to_have_count(0)

@@ -2,6 +2,7 @@
 // isolated. The kernel reports it in its kernel_info reply ("sandbox" field); kernels that do not
 // (python3, ...) get no item. An unprotected kernel also raises a notification, once per kernel,
 // so that it cannot go unnoticed even when its notebook is not the current widget.
+// The package's second plugin, the "Sandbox sessions" sidebar panel, is in sessions.ts.
 
 import {
   JupyterFrontEnd,
@@ -12,6 +13,9 @@ import { IConsoleTracker } from '@jupyterlab/console';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { Widget } from '@lumino/widgets';
+
+import { currentContextOf } from './current';
+import { sessionsPlugin } from './sessions';
 
 /** The kernel_info reply's "sandbox" field (sandbox_kernel.sandbox.Sandbox.status). */
 interface ISandboxStatus {
@@ -90,17 +94,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     // The last status read per session, so that switching tabs shows it without a request.
     const latest = new WeakMap<ISessionContext, ISandboxStatus | null>();
 
-    // The session of the current main area widget, if it is a notebook or a console.
-    const currentContext = (): ISessionContext | null => {
-      const widget = app.shell.currentWidget;
-      if (widget && notebooks.has(widget)) {
-        return notebooks.currentWidget?.sessionContext ?? null;
-      }
-      if (widget && consoles.has(widget)) {
-        return consoles.currentWidget?.sessionContext ?? null;
-      }
-      return null;
-    };
+    const currentContext = currentContextOf(app, notebooks, consoles);
 
     // Re-read the status of one session's kernel: notify if unprotected, and show it if the
     // session is the current one. A reply for a kernel that has been replaced since is dropped.
@@ -154,4 +148,4 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+export default [plugin, sessionsPlugin];
