@@ -287,6 +287,17 @@ def test_sessions_panel(lab, open_notebook):
     output = re.compile(rf"^{re.escape(str(lab.root))}\s+no sleep\s*$")  # default's cwd; the job gone
     expect(cell.locator(".jp-OutputArea-output")).to_have_text(output)
 
+    # A kernel restart ends every session: the panel opens a comm to the new kernel and shows
+    # what it has, `default` alone. (0, 0 in command mode: the toolbar may be in its overflow.)
+    run_cell(page, 0)
+    expect(rows).to_have_count(2)
+    page.locator(".jp-Notebook:visible").locator(".jp-CodeCell").nth(0).locator(".jp-InputPrompt").click()
+    page.keyboard.press("0")
+    page.keyboard.press("0")
+    page.locator(".jp-Dialog .jp-mod-accept").click()
+    expect(rows).to_have_count(1, timeout=30_000)
+    expect(default).to_have_attribute("data-current", "true")
+
 
 def test_sessions_panel_other_kernel(lab, open_notebook):
     page = open_notebook(lab, "py.ipynb")
