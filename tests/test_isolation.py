@@ -536,3 +536,24 @@ def test_the_syscall_filter_can_be_configured_away(new_kernel):
     out = k.run(PROBE_SYSCALLS).stdout
     assert "io_uring_setup other" in out and "userfaultfd other" in out, out
     assert "system calls:    no filter" in k.run("%sandbox").stdout
+
+
+def test_a_kernel_under_a_private_tmp_still_reads_its_own_package(tmp_path):
+    # A checkout or venv under /tmp (as in CI) lies where the sandbox mounts a private tmpfs: the
+    # kernel's package must come back inside, read-only, or no session could start.
+    import sandbox_kernel
+
+    copy = tempfile.mkdtemp(prefix="sk-pkg-", dir="/tmp")
+    try:
+        shutil.copytree(os.path.dirname(sandbox_kernel.__file__), f"{copy}/sandbox_kernel")
+        k = Kernel(tmp_path, env={**os.environ, "PYTHONPATH": copy})
+        try:
+            r = k.run(f"%sandbox\necho x >> {copy}/sandbox_kernel/session.bash; echo ran")
+            assert r.stdout.startswith("isolation:       isolated") and r.stdout.endswith("ran\n"), r.stdout
+            # bash names the file it runs cells from: the copy under /tmp, which stays unchanged.
+            prefix = f"{copy}/sandbox_kernel/cell.bash: line 1: {copy}/sandbox_kernel/session.bash: "
+            assert r.stderr in (prefix + "Read-only file system\n", prefix + "Permission denied\n"), r.stderr
+        finally:
+            k.shutdown()
+    finally:
+        shutil.rmtree(copy)
