@@ -302,7 +302,7 @@ class Sandbox(LoggingConfigurable):
                 ("protected ports", "all of the host's (own network namespace)" if self.network != "host" else
                  "cannot be bound (Landlock): " + ", ".join(map(str, next(x[1] for x in plan["steps"] if x[0] == "deny_binding")))),
                 ("limits", self._limits()),
-                ("system calls", "refused (seccomp, EPERM): " + ", ".join(self.blocked_syscalls) + ", and other ABIs'"
+                ("system calls", "refused (seccomp, EPERM): " + ", ".join(self.blocked_syscalls) + ", and other ABIs"
                  if self.blocked_syscalls else "no filter (Sandbox.blocked_syscalls=[])"),
                 ("environment", env),
             ]
