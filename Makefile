@@ -7,7 +7,9 @@ PYTHON := $(VENV)/bin/python
 # The isolation tests also run the kernel as an unprivileged user, who cannot reach every path
 # (a checkout under /root, pyenv's python): the package goes into a venv of Debian's python3.
 USER_VENV := /opt/sandbox-kernel-tests/venv
-DEBIAN_PACKAGES := bash coreutils procps util-linux iproute2 slirp4netns python3 python3-venv chromium
+# git, tmux and ssh-agent (openssh-client): the layout tests put a repository, a tmux server and an
+# agent beside the kernel, as a user's machine has them.
+DEBIAN_PACKAGES := bash coreutils procps util-linux iproute2 slirp4netns python3 python3-venv chromium git tmux openssh-client
 # The JupyterLab status bar indicator (jupyter_extension/), prebuilt and shipped as data files of
 # the package: node and npm build it, the browser test drives Debian's chromium.
 EXT := jupyter_extension

@@ -12,6 +12,7 @@ import os
 import platform
 import resource
 import socket
+import stat
 import struct
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -128,7 +129,7 @@ def clone_tree(path):
 
 
 def attach_tree(fd, path):
-    _check(_syscall("move_mount", fd, b"", -100, path.encode(), MOVE_MOUNT_F_EMPTY_PATH), f"attach the workspace at {path}")
+    _check(_syscall("move_mount", fd, b"", -100, path.encode(), MOVE_MOUNT_F_EMPTY_PATH), f"attach {path}")
     os.close(fd)
 
 
@@ -158,10 +159,11 @@ def no_nested_user_namespaces():
         raise IsolationError(f"forbid nested user namespaces: {e.strerror}") from None
 
 
-def read_only(path):
+def read_only(path, recursive=True):
     attr = struct.pack("QQQQ", MOUNT_ATTR_RDONLY, 0, 0, 0)
     buf = ctypes.create_string_buffer(attr)
-    _check(_syscall("mount_setattr", -100, path.encode(), AT_RECURSIVE, buf, len(attr)), f"make {path} read-only")
+    _check(_syscall("mount_setattr", -100, path.encode(), AT_RECURSIVE if recursive else 0, buf, len(attr)),
+           f"make {path} read-only")
 
 
 def read_only_root():
@@ -176,23 +178,100 @@ def ensure_dir(path):
         raise IsolationError(f"make mount point {path}: {e.strerror}") from None
 
 
-def private_tmpfs(path, read_only=False):
-    flags = MS_NOSUID | MS_NODEV | (MS_RDONLY if read_only else 0)
-    _mount("tmpfs", path, "tmpfs", flags, "mode=1777" if not read_only else "mode=755,size=4k",
-           f"{'mask' if read_only else 'private tmpfs on'} {path}")
+def _ensure_file(path):
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+    except OSError as e:
+        raise IsolationError(f"make mount point {path}: {e.strerror}") from None
 
 
-def cow_overlay(path, scratch):
-    """path becomes a copy-on-write view: reads see the host's files, writes stay in scratch."""
-    upper, work = f"{scratch}/upper", f"{scratch}/work"
-    ensure_dir(upper)
-    ensure_dir(work)
-    _mount("overlay", path, "overlay", MS_NOSUID,
-           f"lowerdir={path},upperdir={upper},workdir={work},userxattr", f"copy-on-write overlay on {path}")
+def private_tmpfs(path):
+    ensure_dir(path)
+    _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", f"private tmpfs on {path}")
+
+
+def mask(path):
+    """An empty, read-only tmpfs over path. A path the sandbox's own uid cannot even reach (a
+    0700 directory of another user's on the way) has nothing to show, and needs none."""
+    try:
+        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "mode=755,size=4k", f"mask {path}")
+    except IsolationError:
+        if ctypes.get_errno() != errno.EACCES:
+            raise
+
+
+def mask_file(path):
+    bind("/dev/null", path, f"mask {path}")
+
+
+def private_dev(devices, links):
+    """A /dev of the sandbox's own, as bubblewrap's --dev makes it: the harmless devices (bound
+    from the host's), a devpts instance of its own behind /dev/ptmx, a private /dev/shm, and the
+    usual links; nothing else of the host's (no terminals, disks, /dev/kmsg, /dev/kvm)."""
+    nodes = {name: clone_tree(f"/dev/{name}") for name in devices}
+    _mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k", "a /dev of the sandbox's own")
+    for name, fd in nodes.items():
+        _ensure_file(f"/dev/{name}")
+        attach_tree(fd, f"/dev/{name}")
+    ensure_dir("/dev/pts")
+    _mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620",
+           "a devpts of the sandbox's own on /dev/pts")
+    ensure_dir("/dev/shm")
+    _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", "private tmpfs on /dev/shm")
+    for name, target in links.items():
+        os.symlink(target, f"/dev/{name}")
+    read_only("/dev", recursive=False)
+
+
+def attach(fd, path, read_only_):
+    """Attach a tree taken earlier (clone_tree, idmapped_tree) at path, made read-only if asked."""
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+        ensure_dir(path)
+    else:
+        _ensure_file(path)
+    attach_tree(fd, path)
+    if read_only_:
+        read_only(path)
+
+
+def protect_git(git, paths):
+    """What git runs on the host (hooks, config) read-only; the .git directory itself becomes a
+    mount point, which can be neither renamed nor removed, so no other .git takes its place."""
+    if os.path.isdir(git):
+        bind(git, git, f"pin {git}")
+        ensure_dir(f"{git}/hooks")  # with the sandbox's own rights, as git init would: else a cell could
+    for path in paths:
+        if not os.path.lexists(path):
+            continue
+        bind(path, path, f"protect {path}")
+        read_only(path)
 
 
 def bind(source, target, step):
     _mount(source, target, None, MS_BIND | MS_REC, None, step)
+
+
+def verify(claims):
+    """Check from inside, once every step is applied, what %sandbox will claim."""
+    for path in claims["empty"]:
+        try:
+            if os.listdir(path):
+                raise IsolationError(f"check: {path} should be masked but shows files")
+        except PermissionError:
+            pass
+    for path in claims["empty_files"]:
+        with open(path, "rb") as f:
+            if f.read(1):
+                raise IsolationError(f"check: {path} should be masked but can be read")
+    for path in claims["read_only"]:
+        try:
+            writable = not os.statvfs(path).f_flag & os.ST_RDONLY
+        except PermissionError:
+            writable = False
+        if writable:
+            raise IsolationError(f"check: {path} should be read-only but accepts writes")
+    if sorted(os.listdir("/dev")) != claims["dev"]:
+        raise IsolationError(f"check: /dev should hold {' '.join(claims['dev'])} but holds {' '.join(sorted(os.listdir('/dev')))}")
 
 
 # -- the rest ---------------------------------------------------------------------------------
@@ -211,6 +290,21 @@ def loopback_up():
             fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags))
         except OSError as e:
             raise IsolationError(f"bring up the sandbox's loopback: {e.strerror}") from None
+
+
+def resolv_conf(nameserver):
+    """/etc/resolv.conf names the egress helper's DNS: a file written in the private /tmp,
+    bound read-only over it, and unlinked (the mount keeps it); nothing lands on the host."""
+    scratch = "/tmp/.sandbox-resolv.conf"
+    try:
+        fd = os.open(scratch, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        os.write(fd, f"nameserver {nameserver}\n".encode())
+        os.close(fd)
+    except OSError as e:
+        raise IsolationError(f"write the sandbox's resolv.conf: {e.strerror}") from None
+    bind(scratch, "/etc/resolv.conf", "point /etc/resolv.conf at the sandbox's DNS")
+    read_only("/etc/resolv.conf")
+    os.unlink(scratch)
 
 
 def new_session_keyring():
@@ -271,25 +365,61 @@ def deny_binding(ports):
         os.close(ruleset)
 
 
+# Calls whose mode argument could set a setuid or setgid bit: {name: (x86_64 nr, aarch64 nr,
+# index of the mode argument, index of the open flags or None)}. Without O_CREAT or O_TMPFILE an
+# open's mode is not used (and may hold anything), so it is only looked at with them.
+MODE_CALLS = {
+    "open": (2, None, 2, 1), "creat": (85, None, 1, None), "openat": (257, 56, 3, 2),
+    "chmod": (90, None, 1, None), "fchmod": (91, 52, 1, None), "fchmodat": (268, 53, 2, None),
+    "fchmodat2": (452, 452, 2, None), "mkdir": (83, None, 1, None), "mkdirat": (258, 34, 2, None),
+    "mknod": (133, None, 1, None), "mknodat": (259, 33, 2, None),
+}
+SET_ID_BITS, O_CREAT_OR_TMPFILE = 0o6000, 0o100 | 0o20000000
+OPENAT2 = 437  # its mode lies in a struct a filter cannot read: ENOSYS, and callers fall back to openat
+
+
+def _bpf(program):
+    """Assemble (op, k, jump-if-true label, jump-if-false label) and 'label:' strings."""
+    labels, code = {}, []
+    for item in program:
+        if isinstance(item, str):
+            labels[item.rstrip(":")] = len(code)
+        else:
+            code.append(item)
+    out = []
+    for i, (op, k, jt, jf) in enumerate(code):
+        off = lambda target: 0 if target is None else labels[target] - i - 1  # noqa: E731
+        out.append(struct.pack("HBBI", op, off(jt), off(jf), k))
+    return b"".join(out), len(code)
+
+
 def filter_syscalls(names):
-    """A seccomp filter on this process tree: the named system calls, and every call of another
-    ABI (i386, x32), fail with EPERM. Needs no_new_privs, so it comes after drop_capabilities."""
+    """A seccomp filter on this process tree: the named system calls, every call of another ABI
+    (i386, x32) and every mode with a setuid or setgid bit fail with EPERM (a file made inside
+    the notebook directory is a file of the host's). Needs no_new_privs: after drop_capabilities."""
     machine = platform.machine()
     if machine not in AUDIT_ARCH:
         raise IsolationError(f"filter system calls: no table for {machine}")
     column = 0 if machine == "x86_64" else 1
-    ld_abs, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
-    allow, refuse = 0x7FFF0000, 0x00050000 | errno.EPERM
-    numbers = sorted({FILTERABLE_SYSCALLS[n][column] for n in names})
-    # Each test jumps to the last instruction (refuse) on a match; jt counts instructions skipped.
-    prog = [(ld_abs, 0, 0, 4), (jeq, 1, 0, AUDIT_ARCH[machine]), (ret, 0, 0, refuse), (ld_abs, 0, 0, 0)]
-    tests = ([(jge, 0x40000000)] if machine == "x86_64" else []) + [(jeq, n) for n in numbers]
-    for i, (op, k) in enumerate(tests):
-        prog.append((op, len(tests) - i, 0, k))
-    prog += [(ret, 0, 0, allow), (ret, 0, 0, refuse)]
-    code = b"".join(struct.pack("HBBI", *insn) for insn in prog)
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    allow, refuse, nosys = 0x7FFF0000, 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS
+    arg = lambda n: 16 + 8 * n  # noqa: E731  (the low half, little-endian)
+    program = [(ld, 4, None, None), (jeq, AUDIT_ARCH[machine], None, "refuse"), (ld, 0, None, None)]
+    if machine == "x86_64":
+        program.append((jge, 0x40000000, "refuse", None))
+    program += [(jeq, n, "refuse", None) for n in sorted({FILTERABLE_SYSCALLS[n][column] for n in names})]
+    checks = {name: spec for name, spec in MODE_CALLS.items() if spec[column] is not None}
+    program += [(jeq, spec[column], name, None) for name, spec in checks.items()]
+    program += [(jeq, OPENAT2, "nosys", None), (ret, allow, None, None)]
+    for name, (_x, _a, mode, flags) in checks.items():
+        program.append(name + ":")
+        if flags is not None:
+            program += [(ld, arg(flags), None, None), (jset, O_CREAT_OR_TMPFILE, None, "allow")]
+        program += [(ld, arg(mode), None, None), (jset, SET_ID_BITS, "refuse", "allow")]
+    program += ["allow:", (ret, allow, None, None), "refuse:", (ret, refuse, None, None), "nosys:", (ret, nosys, None, None)]
+    code, length = _bpf(program)
     filters = ctypes.create_string_buffer(code)
-    fprog = struct.pack("HxxxxxxP", len(prog), ctypes.addressof(filters))
+    fprog = struct.pack("HxxxxxxP", length, ctypes.addressof(filters))
     _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.create_string_buffer(fprog), 0, 0),
            "install the seccomp filter")
 

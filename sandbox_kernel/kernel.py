@@ -123,7 +123,7 @@ class SandboxKernel(Kernel):
         self.sessions = Sessions(
             self.sandbox,
             self.outputs,
-            cwd=os.getcwd(),
+            cwd=self.sandbox.cwd,
             max_output_bytes=self.max_output_bytes,
             max_message_bytes=self.max_message_bytes,
         )
@@ -161,9 +161,9 @@ class SandboxKernel(Kernel):
         self.outputs.parent = self.get_parent("shell")
         self.outputs.silent = silent
         self.outputs.allow_stdin = allow_stdin
-        if not self._warned and self.sandbox.warning:
+        if not self._warned and (self.sandbox.warning or self.sandbox.notice):
             self._warned = True
-            self.outputs.stream("stderr", self.sandbox.warning + "\n")
+            self.outputs.stream("stderr", (self.sandbox.warning or self.sandbox.notice) + "\n")
         try:
             magics, bash = split_cell(code)
             self.sessions.check(magics)

@@ -16,11 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jupyter_core.paths import jupyter_config_path, jupyter_runtime_dir
+from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import Enum, Int, List, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
-from . import isolation
+from . import filesystem, isolation
 
 SUPERVISOR = Path(__file__).with_name("supervisor.py")
 
@@ -107,13 +107,49 @@ class Sandbox(LoggingConfigurable):
         Unicode(),
         default_value=["io_uring_setup", "io_uring_enter", "io_uring_register", "userfaultfd", "bpf", "perf_event_open",
                        "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
-                       "open_by_handle_at", "acct", "swapon", "swapoff", "reboot"],
+                       "open_by_handle_at", "acct", "swapon", "swapoff", "reboot", "keyctl", "add_key", "request_key"],
         help="""System calls that fail with EPERM inside the sandbox (a seccomp filter; calls of
         another ABI, i386 or x32, always do). The default refuses kernel attack surface that
-        shells do not need and exploits do (io_uring, userfaultfd, bpf, perf_event_open) and what
-        needs privileges the sandbox never has. keyctl, add_key, request_key, ptrace and
-        personality may be added; [] installs no filter.""",
+        shells do not need and exploits do (io_uring, userfaultfd, bpf, perf_event_open), the
+        kernel keyrings (as a user, the user's own keys would be readable) and what needs
+        privileges the sandbox never has. ptrace and personality may be added. Whatever the
+        list, the filter refuses setuid and setgid modes (chmod, open, mkdir, mknod) and answers
+        openat2 with ENOSYS.""",
     ).tag(config=True)
+
+    home_shared = List(
+        Unicode(),
+        help="""Entries of HOME (names relative to it, e.g. .gitconfig) that cells may read: HOME
+        inside is otherwise a private, empty directory. Shared read-only; start-up files,
+        credentials and Jupyter's dirs cannot be named.""",
+    ).tag(config=True)
+
+    shared_directory = Unicode(
+        "",
+        help="""The directory to share read-write with the sandbox, and start cells in, instead of
+        the notebook's directory. The same rule holds for both: never /, a system directory,
+        /tmp itself, a home directory or a directory holding one, or one that holds start-up
+        files, credentials or Jupyter's dirs (%sandbox says why, and what is shown instead).""",
+    ).tag(config=True)
+
+    @validate("home_shared")
+    def _check_home_shared(self, proposal):
+        for name in proposal["value"]:
+            parts = name.split("/")
+            if name.startswith("/") or ".." in parts or not name.strip("/."):
+                raise SandboxError(f"Sandbox.home_shared: {name!r} is not a name below HOME")
+            guarded = [p for p in filesystem.HOME_PROTECTED if filesystem.inside(f"/{name.strip('/')}", f"/{p}")
+                       or filesystem.inside(f"/{p}", f"/{name.strip('/')}")]
+            if guarded:
+                raise SandboxError(f"Sandbox.home_shared: {name!r} would show {guarded[0]}, which the sandbox protects")
+        return proposal["value"]
+
+    @validate("shared_directory")
+    def _check_shared_directory(self, proposal):
+        path = proposal["value"]
+        if path and not (os.path.isabs(path) and os.path.isdir(path)):
+            raise SandboxError(f"Sandbox.shared_directory: {path!r} is not an absolute path to a directory")
+        return path
 
     @validate("blocked_syscalls")
     def _check_syscalls(self, proposal):
@@ -154,56 +190,26 @@ class Sandbox(LoggingConfigurable):
         self.reason = ""  # why 'auto' had to start unprotected
         self.egress = "not asked for"  # or 'ok', or why user-mode networking did not start
         self.cgroups, self.cgroup_errors = [], []  # controllers whose limits hold; why the others do not
+        self.groups = []  # supplementary groups the sandbox keeps (an unprivileged user cannot drop them)
         self.plan = None
 
     # -- the plan -------------------------------------------------------------------------------
 
     def make_plan(self, workspace, connection_file):
-        """Every step of the sandbox, in the order it is applied (supervisor.py carries it out)."""
+        """Every step of the sandbox, in the order it is applied (supervisor.py carries it out;
+        what the sandbox sees of the files is filesystem.py's to decide)."""
         uid, gid = os.getuid(), os.getgid()
         as_root = uid == 0
         outside = self.sandbox_uid
         namespaces = ["user", "mount", "pid", "ipc", "uts", "cgroup"] + (["net"] if self.network != "host" else [])
         egress = shutil.which("slirp4netns") if self.network == "private" else None
-        home = os.environ.get("HOME", "")
-        private = ["/tmp", "/var/tmp", "/dev/shm"]
-        masks = _existing_dirs([jupyter_runtime_dir(), *jupyter_config_path(), os.environ.get("XDG_RUNTIME_DIR", "")])
-        for mask in masks:
-            if _inside(workspace, mask):
-                raise SandboxError(f"the notebook directory {workspace} is inside {mask}, which the sandbox hides")
-        if not home or home == "/" or not os.path.isdir(home):
-            home_step = []
-        elif any(_inside(home, p) for p in private):
-            home_step = ["ensure_dir", home]  # under a private tmpfs: an empty, writable HOME
-        elif os.stat(home).st_uid == uid and not as_root:
-            home_step = ["home_overlay", home, "/tmp/.sandbox-home"]  # the user's files, changes kept private
-        else:
-            home_step = ["private_tmpfs", home]  # not the sandbox's to see
-        hidden_dirs = private + ([home] if home_step[:1] == ["private_tmpfs"] else [])
-        # What must stay visible where a private tmpfs covers its place: the workspace,
-        # read-write; the kernel's own package and Python (the sessions read them), read-only.
-        keep = _existing_dirs([str(Path(__file__).parent), sys.prefix, sys.base_prefix])
-        keep = [d for d in keep if _covered(d, hidden_dirs, workspace) or _inside(d, workspace)]
+        files = filesystem.plan(uid=uid, env=os.environ, workspace=workspace, connection_file=connection_file,
+                                kept=[str(Path(__file__).parent), sys.prefix, sys.base_prefix], home_shared=self.home_shared)
         steps = [
             ["make_mounts_private"],
-            ["take", workspace],  # before anything covers them; attached below
-            *[["take", d] for d in keep],
             ["mount_proc"],
             ["no_nested_user_namespaces"],
-            ["read_only_root"],
-            *[["private_tmpfs", p] for p in private],
-            *([home_step] if home_step else []),
-            ["attach", workspace, False],
-            *[["attach", d, True] for d in keep],
-        ]
-        # A mask under a private tmpfs has nothing to cover (and no mount point), unless the
-        # workspace, attached after the tmpfs, brings the path back.
-        hidden = [m for m in masks if not _covered(m, hidden_dirs, workspace)]
-        control_plane = masks + ([connection_file] if connection_file and os.path.isfile(connection_file) else [])
-        steps += [["mask", m] for m in hidden]
-        if connection_file and os.path.isfile(connection_file) and not _covered(connection_file, hidden_dirs + hidden, workspace):
-            steps.append(["mask_file", connection_file])
-        steps += [
+            *files["steps"],
             ["set_hostname", "sandbox"],
             *([["loopback_up"]] if "net" in namespaces else []),
             *([["resolv_conf", EGRESS_DNS]] if egress else []),
@@ -212,24 +218,27 @@ class Sandbox(LoggingConfigurable):
             ["not_dumpable"],
             ["drop_capabilities"],
             *([["deny_binding", self._ports_to_protect(connection_file)]] if self.network == "host" else []),
-            *([["filter_syscalls", self.blocked_syscalls]] if self.blocked_syscalls else []),
+            ["filter_syscalls", self.blocked_syscalls],
+            ["verify", files["verify"]],  # with the rights a cell will have
         ]
+        shared = files["workspace"] if files["shared"] else None
         owner = os.stat(workspace)
         return {
             "namespaces": namespaces,
+            "as_root": as_root,
             "uid_map": f"0 {outside} 1\n" if as_root else f"{uid} {uid} 1\n",
             "gid_map": f"0 {outside} 1\n" if as_root else f"{gid} {gid} 1\n",
             "inside_uid": 0 if as_root else uid,
             "inside_gid": 0 if as_root else gid,
-            "workspace": workspace,
-            # As root, the sandbox's uid outside is not the workspace's owner: an idmapped mount
-            # shows the owner's files as the sandbox's, and stores the sandbox's as the owner's.
+            "shared": shared,
+            # As root, the sandbox's uid outside is not the shared directory's owner: an idmapped
+            # mount shows the owner's files as the sandbox's, and stores the sandbox's as the owner's.
             "workspace_idmap": {"uid_map": f"{owner.st_uid} {outside} 1\n", "gid_map": f"{owner.st_gid} {outside} 1\n"}
-            if as_root else None,
+            if as_root and shared else None,
             "egress": egress,
             "limits": {"memory_bytes": self.max_memory_bytes, "cpu_percent": self.cpu_percent, "max_processes": self.max_processes},
             "steps": steps,
-            "masked": control_plane,  # each hidden by a mask of its own or a private tmpfs above it
+            "files": {k: v for k, v in files.items() if k not in ("steps", "verify")},
         }
 
     def _ports_to_protect(self, connection_file):
@@ -274,39 +283,69 @@ class Sandbox(LoggingConfigurable):
     def _facts(self):
         env = f"allowlist ({', '.join(ENV_ALLOWLIST)}, LC_*" + "".join(f", {n}" for n in self.env_passthrough) + ")"
         if self.mode != "isolated":
-            facts = [("isolation", f"{self.mode} (Sandbox.isolation={self.isolation})"), ("namespaces", "none"),
-                     ("user", f"uid {os.getuid()}, as the kernel"), ("network", "the host's"), ("masked paths", "none"),
-                     ("protected ports", "none"), ("environment", env)]
+            return [("isolation", f"{self.mode} (Sandbox.isolation={self.isolation})"), ("namespaces", "none"),
+                    ("user", f"uid {os.getuid()}, as the kernel"), ("network", "the host's"), ("masked paths", "none"),
+                    ("protected ports", "none"), ("environment", env)]
+        plan = self.plan
+        files = plan["files"]
+        uid_in, uid_out = plan["uid_map"].split()[:2]
+        if self.network == "private" and self.egress == "ok":
+            network = "private namespace; outbound through slirp4netns (NAT, the host's loopback unreachable)"
+        elif self.network == "private":
+            why = self.egress if plan["egress"] else "slirp4netns is not installed: apt-get install slirp4netns"
+            network = (f"private namespace, loopback only: no route out ({why}); "
+                       "for outbound access slirp4netns must be able to open /dev/net/tun, or use Sandbox.network=host (weaker)")
         else:
-            plan = self.plan
-            uid_in, uid_out = plan["uid_map"].split()[:2]
-            private = [s[1] for s in plan["steps"] if s[0] == "private_tmpfs"]
-            if self.network == "private" and self.egress == "ok":
-                network = "private namespace; outbound through slirp4netns (NAT, the host's loopback unreachable)"
-            elif self.network == "private":
-                why = self.egress if plan["egress"] else "slirp4netns is not installed: apt-get install slirp4netns"
-                network = (f"private namespace, loopback only: no route out ({why}); "
-                           "for outbound access slirp4netns must be able to open /dev/net/tun, or use Sandbox.network=host (weaker)")
-            else:
-                network = {"none": "private namespace, loopback only",
-                           "host": "the host's (Sandbox.network=host): local services are reachable"}[self.network]
-            facts = [
-                ("isolation", f"isolated (Sandbox.isolation={self.isolation})"),
-                ("namespaces", ", ".join(plan["namespaces"])),
-                ("user", f"uid {uid_in} inside = uid {uid_out} outside, no capabilities, no_new_privs"),
-                ("network", network),
-                ("filesystem", "read-only, except the notebook directory " + plan["workspace"]
-                 + " and private " + ", ".join(private)
-                 + "".join(f"; {s[1]} copy-on-write" for s in plan["steps"] if s[0] == "home_overlay")),
-                ("masked paths", ", ".join(plan["masked"]) or "none"),
-                ("protected ports", "all of the host's (own network namespace)" if self.network != "host" else
-                 "cannot be bound (Landlock): " + ", ".join(map(str, next(x[1] for x in plan["steps"] if x[0] == "deny_binding")))),
-                ("limits", self._limits()),
-                ("system calls", "refused (seccomp, EPERM): " + ", ".join(self.blocked_syscalls) + ", and other ABIs"
-                 if self.blocked_syscalls else "no filter (Sandbox.blocked_syscalls=[])"),
-                ("environment", env),
-            ]
-        return facts
+            network = {"none": "private namespace, loopback only",
+                       "host": "the host's (Sandbox.network=host): local services are reachable"}[self.network]
+        return [
+            ("isolation", f"isolated (Sandbox.isolation={self.isolation})"),
+            ("namespaces", ", ".join(plan["namespaces"])),
+            ("user", f"uid {uid_in} inside = uid {uid_out} outside, no capabilities, no_new_privs, "
+             + (f"supplementary groups kept: {', '.join(map(str, self.groups))}" if self.groups else "no supplementary groups")),
+            ("network", network),
+            ("filesystem", self._filesystem()),
+            ("notebook dir", self._workspace()),
+            ("devices", "a /dev of its own: " + ", ".join(filesystem.DEVICES) + ", ptmx (a devpts of its own), shm"),
+            ("git", "hooks and config read-only, the .git pinned, in " + ", ".join(files["git_protected"])
+             if files["git_protected"] else "no repository in the shared directory (one a cell makes is not protected)"),
+            ("masked paths", ", ".join(files["masked"]) or "none"),
+            ("verified", f"checked inside before the first cell: {len(files['masked'])} masks empty, "
+                         "/ and every read-only path refuse writes, /dev holds only the devices above"),
+            ("protected ports", "all of the host's (own network namespace)" if self.network != "host" else
+             "cannot be bound (Landlock): " + ", ".join(map(str, next(x[1] for x in plan["steps"] if x[0] == "deny_binding")))),
+            ("limits", self._limits()),
+            ("system calls", "refused (seccomp, EPERM): " + "".join(f"{n}, " for n in self.blocked_syscalls)
+             + "setuid and setgid modes, other ABIs; openat2 ENOSYS"),
+            ("environment", env),
+        ]
+
+    def _filesystem(self):
+        files = self.plan["files"]
+        shared = f"the notebook directory {files['workspace']} (read-write), " if files["shared"] else ""
+        home = f"; HOME shows only {', '.join(files['home_shared'])} (read-only)" if files["home_shared"] else ""
+        return f"read-only, except {shared}private, empty {', '.join(files['private'])}{home}"
+
+    def _workspace(self):
+        files = self.plan["files"]
+        if files["shared"]:
+            return f"{files['workspace']}: shared read-write, files stored as its owner's"
+        where = (f"a private, empty {files['cwd']} (changes stay in the sandbox)"
+                 if any(filesystem.inside(files["cwd"], p) for p in files["private"]) else f"{files['cwd']}, read-only")
+        return (f"{files['workspace']}: not shared ({files['not_shared_because']}); cells start in {where}. To share "
+                "files, open the notebook from a project directory, or set Sandbox.shared_directory")
+
+    @property
+    def notice(self):
+        """What the first cell says besides a warning: a notebook directory that is not shared."""
+        if self.mode == "isolated" and not self.plan["files"]["shared"]:
+            return "sandbox-kernel: notebook directory " + self._workspace()
+        return ""
+
+    @property
+    def cwd(self):
+        """Where cells start: the shared directory, or what the sandbox shows in its place."""
+        return self.plan["files"]["cwd"] if self.mode == "isolated" else os.getcwd()
 
     def _limits(self):
         held = [f"{self.max_processes} processes (RLIMIT_NPROC{', cgroup pids' if 'pids' in self.cgroups else ''})"]
@@ -321,7 +360,10 @@ class Sandbox(LoggingConfigurable):
         """Build the sandbox now (not at the first cell), so that 'required' can refuse to start."""
         if self.isolation != "off":
             try:
-                self.plan = self.make_plan(workspace, connection_file)
+                try:
+                    self.plan = self.make_plan(self.shared_directory or workspace, connection_file)
+                except OSError as e:
+                    raise SandboxError(f"planning the sandbox: {e}") from None
                 self._launch(self.plan)
                 self.mode = "isolated"
                 return
@@ -366,6 +408,7 @@ class Sandbox(LoggingConfigurable):
                 self.egress = str(first.get("egress"))[:300]
                 self.cgroups = [str(c) for c in first.get("cgroups", [])]
                 self.cgroup_errors = [str(e)[:200] for e in first.get("cgroup_errors", [])]
+                self.groups = [int(g) for g in first.get("groups", []) if isinstance(g, int)]
                 first = json.loads(ours.recv(1 << 16) or b"{}")
         except (OSError, ValueError) as e:
             first = {"error": f"no answer from the supervisor ({e})"}
@@ -457,17 +500,3 @@ class Sandbox(LoggingConfigurable):
                 self._process.kill()
                 self._process.wait()
             self._process = None
-
-
-def _existing_dirs(paths):
-    return sorted({os.path.realpath(p) for p in paths if p and os.path.isdir(p)})
-
-
-def _inside(path, directory):
-    """path is directory or below it (both absolute)."""
-    return os.path.commonpath([os.path.realpath(path), directory]) == directory
-
-
-def _covered(path, dirs, workspace):
-    """path is out of sight under one of dirs, the workspace (attached after them) aside."""
-    return any(_inside(path, d) and (not _inside(path, workspace) or _inside(d, workspace)) for d in dirs)

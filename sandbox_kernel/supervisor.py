@@ -247,6 +247,11 @@ def enter_sandbox(plan, control):
     which applies the mounts and limits, drops every capability and returns. This process and A
     only wait, and end when the sandbox ends (which is when B ends).
     """
+    if plan["as_root"]:
+        try:
+            os.setgroups([])  # a kernel started after su or sudo keeps group 0 otherwise
+        except PermissionError:
+            pass  # root of a user namespace that denies it: %sandbox lists the groups that stay
     sync, sync_a = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     alive_r, alive_w = os.pipe()  # A holds the write end: the egress helper ends with the sandbox
     a = os.fork()
@@ -261,15 +266,15 @@ def enter_sandbox(plan, control):
                 os._exit(1)
             plan["egress_ok"] = message == b"mapped+egress"
             isolation.become(plan["inside_uid"], plan["inside_gid"])
-        except isolation.IsolationError as e:
-            control.send(json.dumps({"ev": "failed", "error": str(e)}).encode())
+        except Exception as e:  # noqa: BLE001
+            control.send(json.dumps({"ev": "failed", "error": _reason(e, "entering the namespaces")}).encode())
             os._exit(1)
         b = os.fork()
         if b == 0:
             try:
                 _apply_steps(plan, dict(zip(_taken_outside(plan), fds)))
-            except isolation.IsolationError as e:
-                control.send(json.dumps({"ev": "failed", "error": str(e)}).encode())
+            except Exception as e:  # noqa: BLE001
+                control.send(json.dumps({"ev": "failed", "error": _reason(e, "building the sandbox")}).encode())
                 os._exit(1)
             sync_a.close()
             return
@@ -282,21 +287,27 @@ def enter_sandbox(plan, control):
         if sync.recv(64) != b"unshared":
             _wait_and_exit(a, keep=[])
         isolation.write_id_maps(a, plan["uid_map"], plan["gid_map"])
-        fds = [isolation.idmapped_tree(path, _idmap_userns(plan["workspace_idmap"])) if path == plan["workspace"]
+        fds = [isolation.idmapped_tree(path, _idmap_userns(plan["workspace_idmap"])) if path == plan["shared"]
                else isolation.clone_tree(path) for path in _taken_outside(plan)]
         egress = _start_egress(plan["egress"], a, alive_r) if plan["egress"] else "not asked for"
         limits = plan["limits"]
         cgroups, holds, errors = isolation.limit_with_cgroups(a, f"sandbox-kernel-{os.getpid()}", limits["memory_bytes"],
                                                               limits["cpu_percent"], limits["max_processes"])
-        control.send(json.dumps({"ev": "outside", "egress": egress, "cgroups": holds, "cgroup_errors": errors}).encode())
+        control.send(json.dumps({"ev": "outside", "egress": egress, "cgroups": holds, "cgroup_errors": errors,
+                                 "groups": os.getgroups()}).encode())
         socket.send_fds(sync, [b"mapped+egress" if egress == "ok" else b"mapped"], fds)
         for fd in fds:
             os.close(fd)
-    except isolation.IsolationError as e:
-        control.send(json.dumps({"ev": "failed", "error": str(e)}).encode())
+    except Exception as e:  # noqa: BLE001
+        control.send(json.dumps({"ev": "failed", "error": _reason(e, "outside the sandbox")}).encode())
         os.kill(a, signal.SIGKILL)
         cgroups = []
     _wait_and_exit(a, keep=[], then=lambda: isolation.remove_cgroups(cgroups))
+
+
+def _reason(error, where):
+    """A step's IsolationError names the step; anything else says where it happened."""
+    return str(error) if isinstance(error, isolation.IsolationError) else f"{where}: {type(error).__name__}: {error}"
 
 
 def _start_egress(slirp4netns, pid, alive_fd):
@@ -350,38 +361,30 @@ def _idmap_userns(maps):
 
 
 def _taken_outside(plan):
-    """The trees this process clones for B: as root, all of them (the workspace idmapped, so that
-    it stays writable; B, an unprivileged uid outside, may not even reach the others, e.g. under
-    /root); otherwise none."""
-    return [args[0] for step, *args in plan["steps"] if step == "take"] if plan["workspace_idmap"] else []
+    """The trees this process clones for B: as root, all of them (the shared directory idmapped,
+    so that it stays writable; B, an unprivileged uid outside, may not even reach the others,
+    e.g. under /root); otherwise none."""
+    return [args[0] for step, *args in plan["steps"] if step == "take"] if plan["as_root"] else []
 
 
 def _apply_steps(plan, from_outside):
-    """In B: every mount, limit and drop of the plan, in its order."""
+    """In B: every mount, limit and drop of the plan, in its order. A step that fails for any
+    reason fails the sandbox with the step's name."""
     taken = {}
     for step, *args in plan["steps"]:
-        if step == "take":
-            taken[args[0]] = from_outside[args[0]] if args[0] in from_outside else isolation.clone_tree(args[0])
-        elif step == "attach":
-            path, read_only = args
-            isolation.ensure_dir(path)
-            isolation.attach_tree(taken.pop(path), path)
-            if read_only:
-                isolation.read_only(path)
-        elif step == "mask":
-            isolation.private_tmpfs(args[0], read_only=True)
-        elif step == "mask_file":
-            isolation.bind("/dev/null", args[0], f"mask {args[0]}")
-        elif step == "resolv_conf":
-            if not plan.get("egress_ok"):
+        try:
+            if step == "take":
+                taken[args[0]] = from_outside[args[0]] if args[0] in from_outside else isolation.clone_tree(args[0])
+            elif step == "attach":
+                isolation.attach(taken.pop(args[0]), *args)
+            elif step == "resolv_conf" and not plan.get("egress_ok"):
                 continue
-            with open("/tmp/.sandbox-resolv.conf", "w") as f:
-                f.write(f"nameserver {args[0]}\n")
-            isolation.bind("/tmp/.sandbox-resolv.conf", "/etc/resolv.conf", "point /etc/resolv.conf at the sandbox's DNS")
-        elif step == "home_overlay":
-            isolation.cow_overlay(args[0], args[1])
-        else:
-            getattr(isolation, step)(*args)
+            else:
+                getattr(isolation, step)(*args)
+        except isolation.IsolationError:
+            raise
+        except Exception as e:  # noqa: BLE001  (reported, never a bare "supervisor ended")
+            raise isolation.IsolationError(f"{step} {' '.join(map(str, args))[:200]}: {type(e).__name__}: {e}") from None
 
 
 def _wait_and_exit(pid, keep, then=None):
@@ -411,7 +414,11 @@ def main():
     control = socket.socket(fileno=int(sys.argv[1]))
     plan = json.loads(control.recv(1 << 20))
     if plan is not None:
-        enter_sandbox(plan, control)
+        try:
+            enter_sandbox(plan, control)
+        except Exception as e:  # noqa: BLE001  (the kernel is told why, never just a status)
+            control.send(json.dumps({"ev": "failed", "error": _reason(e, "starting the sandbox")}).encode())
+            os._exit(1)
     # Orphans (double-forked daemons) become ours, so that teardown can find them. The kernel
     # going away, even by SIGKILL, closes the control socket, and that starts the teardown.
     _prctl(PR_SET_CHILD_SUBREAPER, 1)

@@ -104,9 +104,10 @@ class Result:
 class Kernel:
     """One kernel process, started as Jupyter would start it (the installed kernelspec)."""
 
-    def __init__(self, cwd, options=(), env=None, flavor="root"):
+    def __init__(self, cwd, options=(), env=None, flavor="root", home=None):
         """flavor: 'root' (the installed kernelspec, as this test process: root in CI), 'user'
-        (the same kernel run by an unprivileged user) or 'no-userns' (where namespaces fail)."""
+        (the same kernel run by an unprivileged user) or 'no-userns' (where namespaces fail).
+        home: the kernel's HOME (by default the test's own as root, a fresh one as the user)."""
         self.flavor = flavor
         self._spec_base = None
         env = dict(env or os.environ)
@@ -120,7 +121,9 @@ class Kernel:
             user = ensure_test_user()
             conn_dir = user_dir("sk-conn-")
             self.km.connection_file = os.path.join(conn_dir, "kernel.json")
-            env.update(HOME=user_dir("sk-home-"), USER=TEST_USER, LOGNAME=TEST_USER)
+            env.update(HOME=home or user_dir("sk-home-"), USER=TEST_USER, LOGNAME=TEST_USER)
+        elif home:
+            env["HOME"] = home
         self.km.start_kernel(cwd=str(cwd), extra_arguments=list(options), env=env)
         self.kc = self.km.client()
         self.kc.start_channels()
