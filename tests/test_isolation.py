@@ -227,7 +227,7 @@ def test_ipc_terminal_keyring_and_file_descriptors_are_the_sandboxs_own(setup):
         host_keyring = libc.syscall(250 if os.uname().machine == "x86_64" else 219, 0, -3, 0)  # KEYCTL_GET_KEYRING_ID, session
         r = kernel.run("""ipcs -m | awk 'NR>3 && $2 {print $2}'
 tty; ps -o sid=,tty= -p $$; echo "pid $$"
-python3 -c "import ctypes,os; libc=ctypes.CDLL(None); print('keyring', libc.syscall(250 if os.uname().machine == 'x86_64' else 219, 0, -3, 0))"
+python3 -c "import ctypes,os; libc=ctypes.CDLL(None, use_errno=True); print('keyring', libc.syscall(250 if os.uname().machine == 'x86_64' else 219, 0, -3, 0), ctypes.get_errno())"
 for fd in /proc/$$/fd/*; do readlink $fd; done""")
     finally:
         subprocess.run(["ipcrm", "-m", host_segment], check=True)
@@ -237,8 +237,8 @@ for fd in /proc/$$/fd/*; do readlink $fd; done""")
     sid_tty = next(line for line in lines if line.strip().endswith("?")).split()
     pid = next(line for line in lines if line.startswith("pid ")).split()[1]
     assert sid_tty == [pid, "?"]  # a session of its own, no controlling terminal
-    keyring = next(line for line in lines if line.startswith("keyring ")).split()[1]
-    assert int(keyring) != host_keyring
+    # The keyrings are refused altogether (as a user, the user's own keys would be readable).
+    assert host_keyring > 0 and next(line for line in lines if line.startswith("keyring ")) == "keyring -1 1"
     fds = [line for line in lines if line.startswith(("pipe:", "/", "socket:", "anon_inode:"))]
     assert fds and all(f.startswith("pipe:") or f in ("/dev/null",) for f in fds), fds
 
@@ -288,6 +288,63 @@ def test_code_config_and_system_files_cannot_be_changed(setup):
     home = os.environ["HOME"] if kernel.flavor == "root" else None
     if home:
         assert not os.path.exists(os.path.join(home, "in-home"))
+
+
+def test_no_setuid_setgid_or_file_capability_can_be_set_from_inside(setup):
+    kernel, _cp = setup
+    r = kernel.run("""cp /bin/true suid && chmod 4755 suid; chmod g+s suid; chmod u+s,g+s suid
+install -m 6755 /bin/true installed
+mkdir -m 2775 sgid-dir
+python3 - <<'EOF'
+import os
+for name, mode in (("opened", 0o4755), ("opened-g", 0o2755)):
+    try:
+        os.close(os.open(name, os.O_CREAT | os.O_WRONLY, mode)); print("created", name)
+    except OSError as e:
+        print("refused", name, e.errno)
+try:
+    os.setxattr("suid", "security.capability", bytes.fromhex("0100000200200000000000000000000000000000"))
+    print("file capability set")
+except OSError as e:
+    print("refused xattr", e.errno)
+EOF
+cp /bin/true plain && chmod 755 plain && echo plain-ok""")
+    assert "refused opened 1" in r.stdout and "refused opened-g 1" in r.stdout, r.stdout
+    assert "file capability set" not in r.stdout and r.stdout.endswith("plain-ok\n"), r.stdout
+    assert r.stderr.count("Operation not permitted") >= 4, r.stderr
+    # Seen from the host: not one set-id bit, no capability, and ordinary modes still work.
+    for name in ("suid", "installed", "sgid-dir", "plain"):
+        path = os.path.join(kernel.cwd, name)
+        if os.path.lexists(path):
+            assert os.stat(path).st_mode & 0o6000 == 0, (name, oct(os.stat(path).st_mode))
+            assert "security.capability" not in os.listxattr(path)
+    assert os.stat(os.path.join(kernel.cwd, "plain")).st_mode & 0o777 == 0o755
+
+
+def test_a_root_kernel_sandbox_keeps_no_supplementary_group(tmp_path):
+    # A kernel started after su or sudo keeps group 0: a 0640 root:root file (and a root-group
+    # socket) would then be open to the sandbox.
+    secret = f"s3cret-{uuid.uuid4().hex[:8]}"
+    base = tempfile.mkdtemp(prefix="grp-", dir="/opt/sandbox-kernel-tests")
+    os.chmod(base, 0o755)
+    target = os.path.join(base, "group-only")
+    with open(target, "w") as f:
+        f.write(secret)
+    os.chmod(target, 0o640)
+    kept = os.getgroups()
+    os.setgroups([0, 4])
+    try:
+        k = Kernel(tmp_path)
+    finally:
+        os.setgroups(kept)
+    try:
+        r = k.run(f"cat {target}; grep Groups /proc/self/status")
+        assert secret not in r.stdout and "Permission denied" in r.stderr, (r.stdout, r.stderr)
+        assert r.stdout.split() == ["Groups:"], r.stdout
+        assert "no supplementary groups" in k.run("%sandbox").stdout
+    finally:
+        k.shutdown()
+        shutil.rmtree(base)
 
 
 # A wheel made inside the sandbox: installing needs no network.

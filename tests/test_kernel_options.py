@@ -25,6 +25,9 @@ def _start_kernel_directly(tmp_path, *options, env=None):
         ("--Sandbox.isolation=sometimes", "sandbox-kernel: The 'isolation' trait of a Sandbox instance expected any of ['auto', 'required', 'off'], not the str 'sometimes'."),
         ("--SandboxKernel.max_output_bytes=lots", "sandbox-kernel: "),
         ("--Sandbox.env_passthrough=JUPYTER_TOKEN", "sandbox-kernel: Sandbox.env_passthrough: 'JUPYTER_TOKEN' belongs to the control plane and never crosses"),
+        ("--Sandbox.home_shared=.ssh", "sandbox-kernel: Sandbox.home_shared: '.ssh' would show .ssh, which the sandbox protects"),
+        ("--Sandbox.home_shared=../etc", "sandbox-kernel: Sandbox.home_shared: '../etc' is not a name below HOME"),
+        ("--Sandbox.shared_directory=relative/dir", "sandbox-kernel: Sandbox.shared_directory: 'relative/dir' is not an absolute path to a directory"),
         ("--Sandbox.blocked_syscalls=fork", "sandbox-kernel: Sandbox.blocked_syscalls: 'fork' cannot be filtered; choose from io_uring_setup, "),
     ],
 )
