@@ -347,6 +347,102 @@ def test_a_root_kernel_sandbox_keeps_no_supplementary_group(tmp_path):
         shutil.rmtree(base)
 
 
+def test_dev_is_the_sandboxs_own_with_ptys_of_its_own(setup):
+    kernel, _cp = setup
+    r = kernel.run("""ls /dev | tr '\\n' ' '; echo
+python3 -c "import os; m, s = os.openpty(); print(os.ttyname(s))"
+ls /dev/pts | tr '\\n' ' '; echo
+head -c 4 /dev/urandom | wc -c; echo x > /dev/null && echo null-ok; touch /dev/planted 2>/dev/null || echo dev-read-only""")
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout", "tty", "urandom", "zero"]
+    assert lines[1] == "/dev/pts/0"  # numbered in a devpts instance of its own
+    assert lines[3:] == ["4", "null-ok", "dev-read-only"], r.stdout
+
+
+def test_home_entries_can_be_shared_read_only_by_name(tmp_path):
+    home = tempfile.mkdtemp(prefix="sk-home-", dir="/home")
+    try:
+        with open(os.path.join(home, ".gitconfig"), "w") as f:
+            f.write("[user]\n\tname = Ada\n")
+        os.chmod(os.path.join(home, ".gitconfig"), 0o666)  # so that only the read-only mount can refuse
+        with open(os.path.join(home, ".netrc"), "w") as f:
+            f.write("machine example password s3cret\n")
+        k = Kernel(tmp_path, options=["--Sandbox.home_shared=.gitconfig"], home=home)
+        try:
+            r = k.run("git config --global user.name; ls -A ~; echo x >> ~/.gitconfig; cat ~/.netrc")
+            assert r.stdout.splitlines() == ["Ada", ".gitconfig"], r.stdout
+            assert "Read-only file system" in r.stderr and "No such file" in r.stderr and "s3cret" not in r.stdout
+            assert f"HOME shows only {home}/.gitconfig (read-only)" in k.run("%sandbox").stdout
+        finally:
+            k.shutdown()
+        with open(os.path.join(home, ".gitconfig")) as f:
+            assert f.read() == "[user]\n\tname = Ada\n"
+    finally:
+        shutil.rmtree(home)
+
+
+def test_a_notebook_in_home_can_share_a_named_directory(tmp_path):
+    home = tempfile.mkdtemp(prefix="sk-home-", dir="/home")
+    data = os.path.join(home, "data")
+    os.makedirs(data)
+    try:
+        k = Kernel(home, options=[f"--Sandbox.shared_directory={data}"], home=home)
+        try:
+            assert k.first.stderr == ""  # the shared directory is a project: nothing to warn of
+            r = k.run("pwd; echo kept > result; ls -A ~")
+            assert r.stdout == f"{data}\n" + "data\n", r.stdout
+        finally:
+            k.shutdown()
+        with open(os.path.join(data, "result")) as f:
+            assert f.read() == "kept\n"
+    finally:
+        shutil.rmtree(home)
+
+
+def test_a_planted_scratch_file_cannot_downgrade_the_next_kernel(tmp_path):
+    # The old supervisor wrote /tmp/.sandbox-resolv.conf into whatever /tmp it saw; a file
+    # planted there by another user made the next kernel start UNPROTECTED.
+    user = ensure_test_user()
+    planted = "/tmp/.sandbox-resolv.conf"
+    created = not os.path.lexists(planted)
+    if created:
+        with open(planted, "w") as f:
+            f.write("nameserver 192.0.2.1\n")
+        os.chown(planted, user.pw_uid, user.pw_gid)
+        os.chmod(planted, 0o444)
+    try:
+        for workspace in (str(tmp_path), "/tmp"):
+            k = Kernel(workspace)
+            try:
+                assert k.run("%sandbox").stdout.startswith("isolation:       isolated"), workspace
+                assert k.run("cat /etc/resolv.conf").stdout in ("nameserver 10.0.2.3\n", "")
+            finally:
+                k.shutdown()
+    finally:
+        if created:
+            os.unlink(planted)
+
+
+def test_the_check_inside_refuses_a_claim_that_does_not_hold(tmp_path):
+    # The unit under the "verified" line of %sandbox: the supervisor runs it inside, after every
+    # step; here on paths that break each claim, as a build that went wrong would leave them.
+    from sandbox_kernel import isolation
+
+    (tmp_path / "shown").mkdir()
+    (tmp_path / "shown" / "secret").write_text("x")
+    dev = sorted(os.listdir("/dev"))
+    cases = [({"empty": [str(tmp_path / "shown")], "empty_files": [], "read_only": [], "dev": dev}, "should be masked but shows files"),
+             ({"empty": [], "empty_files": [str(tmp_path / "shown" / "secret")], "read_only": [], "dev": dev}, "should be masked but can be read"),
+             ({"empty": [], "empty_files": [], "read_only": [str(tmp_path)], "dev": dev}, "should be read-only but accepts writes"),
+             ({"empty": [], "empty_files": [], "read_only": [], "dev": ["null"]}, "check: /dev should hold null but holds")]
+    for claims, message in cases:
+        with pytest.raises(isolation.IsolationError, match=message):
+            isolation.verify(claims)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty-file").write_text("")
+    isolation.verify({"empty": [str(tmp_path / "empty")], "empty_files": [str(tmp_path / "empty-file")], "read_only": [], "dev": dev})
+
+
 # A wheel made inside the sandbox: installing needs no network.
 MAKE_WHEEL = r"""python3 - <<'PY'
 import zipfile
