@@ -124,6 +124,7 @@ class Kernel:
             env.update(HOME=home or user_dir("sk-home-"), USER=TEST_USER, LOGNAME=TEST_USER)
         elif home:
             env["HOME"] = home
+        self.home = env.get("HOME")
         self.km.start_kernel(cwd=str(cwd), extra_arguments=list(options), env=env)
         self.kc = self.km.client()
         self.kc.start_channels()
@@ -205,6 +206,38 @@ def processes_named(fragment):
         except OSError:
             pass
     return found
+
+
+def _stat(pid):
+    """(ppid, start time) of a process as the host sees it, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[1]), int(fields[19])
+
+
+def process_tree(root):
+    """{pid: start time} of root and every process below it (the supervisor, the sandbox, the
+    egress helper, whatever a cell started): what must all be gone when the kernel is."""
+    table = {int(e): _stat(int(e)) for e in os.listdir("/proc") if e.isdigit()}
+    children = {}
+    for pid, st in table.items():
+        if st:
+            children.setdefault(st[0], []).append(pid)
+    found, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        if table.get(pid):
+            found[pid] = table[pid][1]
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def still_running(tree):
+    """The processes of a process_tree() that still exist (the same process, not a reused pid)."""
+    return sorted(pid for pid, start in tree.items() if (_stat(pid) or (0, None))[1] == start)
 
 
 def wait_until(predicate, timeout):

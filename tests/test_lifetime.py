@@ -4,7 +4,7 @@ import os
 import signal
 import uuid
 
-from harness import processes_named, wait_until
+from harness import process_tree, processes_named, still_running, wait_until
 
 SPAWN_EVERYTHING = """
 (exec -a {tag}-job sleep 300) &
@@ -16,33 +16,39 @@ sleep 0.3
 
 
 def _started(kernel, tag):
+    """Start everything; the kernel's whole process tree (supervisor, sandbox, egress helper and
+    the cell's processes), which must be gone with it."""
     kernel.run(SPAWN_EVERYTHING.format(tag=tag))
     names = [f"{tag}-{kind}" for kind in ("job", "grandchild", "daemon", "nohup")]
     assert all(processes_named(n) for n in names), [n for n in names if not processes_named(n)]
+    tree = process_tree(kernel.pid)
+    tree.pop(kernel.pid)
+    assert len(tree) >= 7, tree  # supervisor, its two namespace processes, bash and the four sleeps at least
+    return tree
 
 
 def test_shutdown_ends_every_process_the_shell_started(new_kernel):
     k = new_kernel()
     tag = f"sk-{uuid.uuid4().hex[:8]}"
-    _started(k, tag)
+    tree = _started(k, tag)
     k.shutdown()
-    assert wait_until(lambda: not processes_named(tag), 2), processes_named(tag)
+    assert wait_until(lambda: not still_running(tree), 2), still_running(tree)
 
 
 def test_restart_ends_every_process_and_gives_a_fresh_shell(new_kernel):
     k = new_kernel()
     tag = f"sk-{uuid.uuid4().hex[:8]}"
     k.run("export BEFORE=1")
-    _started(k, tag)
+    tree = _started(k, tag)
     k.km.restart_kernel(now=False)
     k.kc.wait_for_ready(timeout=60)
-    assert wait_until(lambda: not processes_named(tag), 2), processes_named(tag)
+    assert wait_until(lambda: not still_running(tree), 2), still_running(tree)
     assert k.run('echo "[$BEFORE]"').stdout == "[]\n"
 
 
 def test_killed_kernel_takes_the_sandbox_with_it(new_kernel):
     k = new_kernel()
     tag = f"sk-{uuid.uuid4().hex[:8]}"
-    _started(k, tag)
+    tree = _started(k, tag)
     os.kill(k.pid, signal.SIGKILL)
-    assert wait_until(lambda: not processes_named(tag), 2), processes_named(tag)
+    assert wait_until(lambda: not still_running(tree), 2), still_running(tree)
