@@ -7,9 +7,10 @@ PYTHON := $(VENV)/bin/python
 # The isolation tests also run the kernel as an unprivileged user, who cannot reach every path
 # (a checkout under /root, pyenv's python): the package goes into a venv of Debian's python3.
 USER_VENV := /opt/sandbox-kernel-tests/venv
+# python3-pip: the packages-install test runs Debian's pip inside the sandbox.
 # git, tmux and ssh-agent (openssh-client): the layout tests put a repository, a tmux server and an
 # agent beside the kernel, as a user's machine has them.
-DEBIAN_PACKAGES := bash coreutils procps util-linux iproute2 slirp4netns python3 python3-venv chromium git tmux openssh-client
+DEBIAN_PACKAGES := bash coreutils procps util-linux iproute2 slirp4netns python3 python3-venv python3-pip chromium git tmux openssh-client
 # The JupyterLab status bar indicator (jupyter_extension/), prebuilt and shipped as data files of
 # the package: node and npm build it, the browser test drives Debian's chromium.
 EXT := jupyter_extension
@@ -17,13 +18,18 @@ EXT_BUILT := $(EXT)/labextension/package.json
 EXT_SOURCES := $(EXT)/package.json $(EXT)/tsconfig.json $(EXT)/install.json $(wildcard $(EXT)/src/*.ts $(EXT)/style/*)
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench system-deps venv user-venv lab-extension clean
+.PHONY: demo test test-prerequisites bench system-deps venv user-venv lab-extension clean
 
 demo: venv
 	$(PYTHON) notebooks/execute_and_print.py notebooks/quickstart.ipynb
 
-test: venv user-venv
+test: test-prerequisites venv user-venv
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# The tests run kernels as root and as a user they create, and install Debian packages.
+test-prerequisites:
+	@[ "$$(id -u)" = 0 ] || { echo "make test: run as root (the tests start kernels as root and as a user they create, and apt-get what is missing)"; exit 1; }
+	@python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { echo "make test: needs python3 3.11 or later on PATH (found: $$(python3 --version 2>&1))"; exit 1; }
 
 bench: venv
 	$(PYTHON) -m pip install -q bash_kernel ipykernel
