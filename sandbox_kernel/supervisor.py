@@ -289,7 +289,7 @@ def enter_sandbox(plan, control):
         isolation.write_id_maps(a, plan["uid_map"], plan["gid_map"])
         fds = [isolation.idmapped_tree(path, _idmap_userns(plan["workspace_idmap"])) if path == plan["shared"]
                else isolation.clone_tree(path) for path in _taken_outside(plan)]
-        egress = _start_egress(plan["egress"], a, alive_r) if plan["egress"] else "not asked for"
+        egress = _start_egress(plan["egress"], a, alive_r, plan["as_root"]) if plan["egress"] else "not asked for"
         limits = plan["limits"]
         cgroups, holds, errors = isolation.limit_with_cgroups(a, f"sandbox-kernel-{os.getpid()}", limits["memory_bytes"],
                                                               limits["cpu_percent"], limits["max_processes"])
@@ -310,13 +310,17 @@ def _reason(error, where):
     return str(error) if isinstance(error, isolation.IsolationError) else f"{where}: {type(error).__name__}: {error}"
 
 
-def _start_egress(slirp4netns, pid, alive_fd):
+def _start_egress(slirp4netns, pid, alive_fd, as_root):
     """User-mode networking for the sandbox's network namespace (the namespace of pid): NAT to
-    the outside, and no way to the host's loopback (--disable-host-loopback). 'ok' or why not."""
+    the outside, and no way to the host's loopback (--disable-host-loopback). It parses the
+    sandbox's packets, so it runs under its seccomp filter and, as root, in a sandbox of its own
+    (an empty root, no capabilities but CAP_NET_BIND_SERVICE; an unprivileged user's cannot be
+    made: it needs uid 0 mapped in the sandbox's user namespace). 'ok' or why not."""
     ready_r, ready_w = os.pipe()
     try:
         helper = subprocess.Popen(
-            [slirp4netns, "--configure", "--mtu=65520", "--disable-host-loopback", "--exit-fd", str(alive_fd),
+            [slirp4netns, "--configure", "--mtu=65520", "--disable-host-loopback", "--enable-seccomp",
+             *(["--enable-sandbox"] if as_root else []), "--exit-fd", str(alive_fd),
              "--ready-fd", str(ready_w), str(pid), "tap0"],
             pass_fds=(alive_fd, ready_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             start_new_session=True,

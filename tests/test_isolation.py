@@ -518,7 +518,7 @@ def test_lifetime_shutdown_and_kill_leave_no_sandbox_process(tmp_path):
             # namespace processes, slirp4netns, bash.
             tree = process_tree(k.pid)
             tree.pop(k.pid)
-            assert any(p in tree for p in processes_named("slirp4netns")), "no egress helper below the kernel"
+            assert any(p in tree for p in processes_named("slirp4netns")) == _tun_usable(flavor), "the egress helper"
             if end == "shutdown":
                 k.shutdown()
             else:
@@ -596,6 +596,13 @@ def test_host():
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+def _tun_usable(flavor):
+    """Whether user-mode networking can work is decided from the host: can this flavour's user
+    open /dev/net/tun? (On some machines only root can.)"""
+    prefix = ["setpriv", f"--reuid={TEST_USER}", f"--regid={TEST_USER}", "--clear-groups", "--"] if flavor == "user" else []
+    return subprocess.run([*prefix, "/usr/bin/python3", "-c", "open('/dev/net/tun', 'rb')"], capture_output=True).returncode == 0
+
+
 def test_private_network_reaches_out_through_user_mode_networking_or_says_why_not(setup, test_host):
     kernel, cp = setup
     status = kernel.run("%sandbox").stdout
@@ -605,17 +612,27 @@ done
 (echo > /dev/tcp/10.0.2.2/{cp.port}) 2>/dev/null && echo reached the host loopback
 true""")
     assert "reached" not in r.stdout
-    # Whether user-mode networking can work is decided from the host: can this flavour's user
-    # open /dev/net/tun? (On some machines only root can.)
-    prefix = ["setpriv", f"--reuid={TEST_USER}", f"--regid={TEST_USER}", "--clear-groups", "--"] if kernel.flavor == "user" else []
-    tun = subprocess.run([*prefix, "/usr/bin/python3", "-c", "open('/dev/net/tun', 'rb')"], capture_output=True).returncode == 0
-    if tun:
+    if _tun_usable(kernel.flavor):
         assert "outbound through slirp4netns" in status, status
         assert r.stdout == "test host\n"
     else:
         # The sandbox is loopback only, and says so with slirp4netns's own reason and the way out.
         assert "no route out (slirp4netns failed: " in status and "(slirp4netns failed: no reason given)" not in status, status
         assert r.stdout == ""
+
+
+def test_the_egress_helper_is_confined(setup):
+    # slirp4netns parses every packet the sandbox sends: it runs under its seccomp filter and,
+    # as root, in a sandbox of its own with no capability but CAP_NET_BIND_SERVICE.
+    kernel, _cp = setup
+    helpers = [p for p in process_tree(kernel.pid) if p in processes_named("slirp4netns")]
+    assert len(helpers) == (1 if _tun_usable(kernel.flavor) else 0), helpers
+    if not helpers:
+        return  # no helper to confine: the test above checks that the sandbox says why
+    with open(f"/proc/{helpers[0]}/status") as f:
+        status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    assert status["Seccomp"] == "2" and status["NoNewPrivs"] == "1", status
+    assert status["CapEff"] == ("0000000000000400" if kernel.flavor == "root" else "0000000000000000"), status["CapEff"]
 
 
 @pytest.mark.parametrize("flavor", FLAVORS)
