@@ -48,6 +48,7 @@ SYS = {
     "landlock_restrict_self": 446,
 }
 LANDLOCK_CREATE_RULESET_VERSION, LANDLOCK_ACCESS_NET_BIND_TCP, LANDLOCK_RULE_NET_PORT = 1, 1, 2
+LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET, LANDLOCK_SCOPE_SIGNAL = 1, 2
 # System calls a seccomp filter can refuse: (x86_64, aarch64) numbers.
 FILTERABLE_SYSCALLS = {
     "io_uring_setup": (425, 425), "io_uring_enter": (426, 426), "io_uring_register": (427, 427),
@@ -344,15 +345,24 @@ def drop_capabilities():
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs")
 
 
+def landlock_abi():
+    """The Landlock ABI this Linux offers (0: none): 4 brings network rules (6.7), 6 scoping of
+    abstract Unix sockets and signals (6.12)."""
+    return max(0, _syscall("landlock_create_ruleset", None, 0, LANDLOCK_CREATE_RULESET_VERSION))
+
+
 def deny_binding(ports):
     """With the host's network shared, keep the control plane's ports from being taken over:
-    Landlock lets this process tree bind TCP to every port but these (Linux 6.7, ABI 4). Needs
-    no_new_privs, so it comes after drop_capabilities."""
-    abi = _syscall("landlock_create_ruleset", None, 0, LANDLOCK_CREATE_RULESET_VERSION)
+    Landlock lets this process tree bind TCP to every port but these (ABI 4; other stream
+    protocols, which its rule does not cover, the seccomp filter refuses), and where the ABI
+    has it (6) scopes abstract Unix sockets and signals to the sandbox. Needs no_new_privs, so
+    it comes after drop_capabilities."""
+    abi = landlock_abi()
     if abi < 4:
         raise IsolationError("deny binding the protected ports: Landlock network rules need Linux 6.7 or later")
-    attr = ctypes.create_string_buffer(struct.pack("QQ", 0, LANDLOCK_ACCESS_NET_BIND_TCP))
-    ruleset = _check(_syscall("landlock_create_ruleset", attr, 16, 0), "create a Landlock ruleset")
+    scoped = LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | LANDLOCK_SCOPE_SIGNAL if abi >= 6 else 0
+    attr = struct.pack("QQQ", 0, LANDLOCK_ACCESS_NET_BIND_TCP, scoped) if scoped else struct.pack("QQ", 0, LANDLOCK_ACCESS_NET_BIND_TCP)
+    ruleset = _check(_syscall("landlock_create_ruleset", ctypes.create_string_buffer(attr), len(attr), 0), "create a Landlock ruleset")
     try:
         protected = set(ports)
         rule = ctypes.create_string_buffer(16)
@@ -393,10 +403,17 @@ def _bpf(program):
     return b"".join(out), len(code)
 
 
-def filter_syscalls(names):
+SOCKET = (41, 198)
+AF_INET, AF_INET6, SOCK_TYPE_MASK, SOCK_SEQPACKET = 2, 10, 0xF, 5
+INET_PROTOCOLS = (6, 17, 1, 58)  # TCP, UDP, ICMP and ICMPv6 (ping sockets): what Landlock's rule covers or needs none
+
+
+def filter_syscalls(names, host_network=False):
     """A seccomp filter on this process tree: the named system calls, every call of another ABI
     (i386, x32) and every mode with a setuid or setgid bit fail with EPERM (a file made inside
-    the notebook directory is a file of the host's). Needs no_new_privs: after drop_capabilities."""
+    the notebook directory is a file of the host's); on the host's network, so do inet sockets
+    of other protocols (MPTCP, SCTP), which Landlock's port rule would not cover. Needs
+    no_new_privs: after drop_capabilities."""
     machine = platform.machine()
     if machine not in AUDIT_ARCH:
         raise IsolationError(f"filter system calls: no table for {machine}")
@@ -410,7 +427,14 @@ def filter_syscalls(names):
     program += [(jeq, n, "refuse", None) for n in sorted({FILTERABLE_SYSCALLS[n][column] for n in names})]
     checks = {name: spec for name, spec in MODE_CALLS.items() if spec[column] is not None}
     program += [(jeq, spec[column], name, None) for name, spec in checks.items()]
+    if host_network:
+        program.append((jeq, SOCKET[column], "socket", None))
     program += [(jeq, OPENAT2, "nosys", None), (ret, allow, None, None)]
+    if host_network:
+        program += ["socket:", (ld, arg(0), None, None), (jeq, AF_INET, "protocol", None), (jeq, AF_INET6, "protocol", "allow"),
+                    "protocol:", (ld, arg(2), None, None), (jeq, 0, "type", None)]
+        program += [(jeq, p, "allow", None) for p in INET_PROTOCOLS] + [(ret, refuse, None, None)]
+        program += ["type:", (ld, arg(1), None, None), (0x54, SOCK_TYPE_MASK, None, None), (jeq, SOCK_SEQPACKET, "refuse", "allow")]
     for name, (_x, _a, mode, flags) in checks.items():
         program.append(name + ":")
         if flags is not None:

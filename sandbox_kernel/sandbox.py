@@ -201,8 +201,17 @@ class Sandbox(LoggingConfigurable):
         uid, gid = os.getuid(), os.getgid()
         as_root = uid == 0
         outside = self.sandbox_uid
-        namespaces = ["user", "mount", "pid", "ipc", "uts", "cgroup"] + (["net"] if self.network != "host" else [])
-        egress = shutil.which("slirp4netns") if self.network == "private" else None
+        network, refused = self.network, ""
+        if network == "host" and isolation.landlock_abi() < 4:
+            # Without Landlock's network rules the control plane's ports could be taken over:
+            # refuse the host's network, keep the rest of the isolation.
+            network = "private"
+            refused = (f"Sandbox.network=host refused: protecting the control plane's ports needs Landlock network "
+                       f"rules (Linux 6.7; this Linux has Landlock ABI {isolation.landlock_abi()})")
+            self.log.warning("sandbox-kernel: %s; the sandbox has a private network instead", refused)
+        host = network == "host"
+        namespaces = ["user", "mount", "pid", "ipc", "uts", "cgroup"] + ([] if host else ["net"])
+        egress = shutil.which("slirp4netns") if network == "private" else None
         files = filesystem.plan(uid=uid, env=os.environ, workspace=workspace, connection_file=connection_file,
                                 kept=[str(Path(__file__).parent), sys.prefix, sys.base_prefix], home_shared=self.home_shared)
         steps = [
@@ -217,8 +226,8 @@ class Sandbox(LoggingConfigurable):
             ["limit_processes", self.max_processes],
             ["not_dumpable"],
             ["drop_capabilities"],
-            *([["deny_binding", self._ports_to_protect(connection_file)]] if self.network == "host" else []),
-            ["filter_syscalls", self.blocked_syscalls],
+            *([["deny_binding", self._ports_to_protect(connection_file)]] if host else []),
+            ["filter_syscalls", self.blocked_syscalls, host],
             ["verify", files["verify"]],  # with the rights a cell will have
         ]
         shared = files["workspace"] if files["shared"] else None
@@ -235,6 +244,9 @@ class Sandbox(LoggingConfigurable):
             # mount shows the owner's files as the sandbox's, and stores the sandbox's as the owner's.
             "workspace_idmap": {"uid_map": f"{owner.st_uid} {outside} 1\n", "gid_map": f"{owner.st_gid} {outside} 1\n"}
             if as_root and shared else None,
+            "network": network,
+            "host_refused": refused,
+            "landlock_scoping": host and isolation.landlock_abi() >= 6,
             "egress": egress,
             "limits": {"memory_bytes": self.max_memory_bytes, "cpu_percent": self.cpu_percent, "max_processes": self.max_processes},
             "steps": steps,
@@ -289,15 +301,17 @@ class Sandbox(LoggingConfigurable):
         plan = self.plan
         files = plan["files"]
         uid_in, uid_out = plan["uid_map"].split()[:2]
-        if self.network == "private" and self.egress == "ok":
+        if plan["network"] == "private" and self.egress == "ok":
             network = "private namespace; outbound through slirp4netns (NAT, the host's loopback unreachable)"
-        elif self.network == "private":
+        elif plan["network"] == "private":
             why = self.egress if plan["egress"] else "slirp4netns is not installed: apt-get install slirp4netns"
             network = (f"private namespace, loopback only: no route out ({why}); "
                        "for outbound access slirp4netns must be able to open /dev/net/tun, or use Sandbox.network=host (weaker)")
         else:
             network = {"none": "private namespace, loopback only",
-                       "host": "the host's (Sandbox.network=host): local services are reachable"}[self.network]
+                       "host": "the host's (Sandbox.network=host): local services are reachable"}[plan["network"]]
+        if plan["host_refused"]:
+            network = f"{plan['host_refused']}; {network}"
         return [
             ("isolation", f"isolated (Sandbox.isolation={self.isolation})"),
             ("namespaces", ", ".join(plan["namespaces"])),
@@ -312,8 +326,11 @@ class Sandbox(LoggingConfigurable):
             ("masked paths", ", ".join(files["masked"]) or "none"),
             ("verified", f"checked inside before the first cell: {len(files['masked'])} masks empty, "
                          "/ and every read-only path refuse writes, /dev holds only the devices above"),
-            ("protected ports", "all of the host's (own network namespace)" if self.network != "host" else
-             "cannot be bound (Landlock): " + ", ".join(map(str, next(x[1] for x in plan["steps"] if x[0] == "deny_binding")))),
+            ("protected ports", "all of the host's (own network namespace)" if plan["network"] != "host" else
+             "cannot be bound (Landlock; other stream protocols than TCP refused): "
+             + ", ".join(map(str, next(x[1] for x in plan["steps"] if x[0] == "deny_binding")))
+             + ("; abstract Unix sockets and signals scoped to the sandbox (Landlock)" if plan["landlock_scoping"] else
+                "; abstract Unix sockets of the host reachable (Landlock scoping needs Linux 6.12)")),
             ("limits", self._limits()),
             ("system calls", "refused (seccomp, EPERM): " + "".join(f"{n}, " for n in self.blocked_syscalls)
              + "setuid and setgid modes, other ABIs; openat2 ENOSYS"),

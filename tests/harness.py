@@ -23,6 +23,14 @@ USER_VENV_PYTHON = "/opt/sandbox-kernel-tests/venv/bin/python"
 # user namespace whose limit on further user namespaces is 0.
 NO_USERNS = ["unshare", "--user", "--map-root-user", "sh", "-c",
              'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"', "sh"]
+# A Linux without Landlock (before 5.13, or built without it), as the kernel sees it: a seccomp
+# filter answers landlock_create_ruleset (444 on every architecture) with ENOSYS.
+NO_LANDLOCK = [sys.executable, "-c", """import ctypes, os, struct, sys
+prog = [(0x20, 0, 0, 0), (0x15, 0, 1, 444), (0x06, 0, 0, 0x00050000 | 38), (0x06, 0, 0, 0x7FFF0000)]
+code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in prog))
+libc = ctypes.CDLL(None)
+assert libc.prctl(38, 1, 0, 0, 0) == 0 and libc.prctl(22, 2, ctypes.create_string_buffer(struct.pack("HxxxxxxP", len(prog), ctypes.addressof(code))), 0, 0) == 0
+os.execvp(sys.argv[1], sys.argv[1:])"""]
 
 
 def ensure_test_user():
@@ -53,6 +61,8 @@ def _spec_manager(flavor, python):
                    '--clear-groups -- "$@"', "{connection_file}", *command]
     elif flavor == "no-userns":
         command = NO_USERNS + command
+    elif flavor == "no-landlock":
+        command = NO_LANDLOCK + command
     with open(os.path.join(spec_dir, "kernel.json"), "w") as f:
         json.dump({"argv": command, "display_name": f"sandbox ({flavor})", "language": "bash", "interrupt_mode": "message"}, f)
     return KernelSpecManager(kernel_dirs=[os.path.join(base, "kernels")]), base
@@ -106,7 +116,8 @@ class Kernel:
 
     def __init__(self, cwd, options=(), env=None, flavor="root", home=None):
         """flavor: 'root' (the installed kernelspec, as this test process: root in CI), 'user'
-        (the same kernel run by an unprivileged user) or 'no-userns' (where namespaces fail).
+        (the same kernel run by an unprivileged user), 'no-userns' (where namespaces fail) or
+        'no-landlock' (a Linux without Landlock).
         home: the kernel's HOME (by default the test's own as root, a fresh one as the user)."""
         self.flavor = flavor
         self._spec_base = None

@@ -644,7 +644,7 @@ def test_host_network_still_denies_binding_the_protected_ports(flavor, tmp_path)
         with open(k.km.connection_file) as f:
             shell_port = json.load(f)["shell_port"]
         status = k.run("%sandbox").stdout
-        assert "the host's (Sandbox.network=host)" in status and "cannot be bound (Landlock): " in status
+        assert "the host's (Sandbox.network=host)" in status and "cannot be bound (Landlock; " in status
         free = socket.socket()
         free.bind(("127.0.0.1", 0))
         free_port = free.getsockname()[1]
@@ -664,6 +664,53 @@ EOF""")
             for port in (8888, 3000, shell_port):
                 assert f"denied {host} {port} 13" in r.stdout, r.stdout
         assert f"bound 127.0.0.1 {free_port}" in r.stdout
+        # Other stream protocols, which Landlock's TCP rule does not cover, and the host's
+        # abstract Unix sockets (X11's, a bus's).
+        name = f"sk-host-{uuid.uuid4().hex[:8]}"
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind("\0" + name)
+        listener.listen()
+        try:
+            r = k.run(f"""python3 - <<'EOF'
+import socket
+for label, args in (("mptcp", (socket.AF_INET, socket.SOCK_STREAM, 262)), ("sctp", (socket.AF_INET6, socket.SOCK_STREAM, 132)),
+                    ("seqpacket", (socket.AF_INET, socket.SOCK_SEQPACKET, 0)), ("tcp", (socket.AF_INET, socket.SOCK_STREAM, 6))):
+    try:
+        socket.socket(*args).close(); print("made", label)
+    except OSError as e:
+        print("refused", label, e.errno)
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect("\\0{name}"); print("reached the abstract socket")
+except OSError as e:
+    print("abstract", e.errno)
+EOF""")
+        finally:
+            listener.close()
+        lines = r.stdout.splitlines()
+        assert lines[:4] == ["refused mptcp 1", "refused sctp 1", "refused seqpacket 1", "made tcp"], r.stdout
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syscall(444, None, 0, 1) >= 6:  # Landlock's scoping (Linux 6.12)
+            assert lines[4] == "abstract 1" and "abstract Unix sockets and signals scoped to the sandbox" in status, (r.stdout, status)
+        else:
+            assert "abstract Unix sockets of the host reachable" in status, status
+    finally:
+        k.shutdown()
+
+
+def test_host_network_without_landlock_is_refused_and_the_rest_holds(tmp_path):
+    # Without Landlock's network rules the protected ports could be taken over on the host's
+    # network: the kernel keeps its whole sandbox, on a private network, and says why.
+    k = Kernel(tmp_path, options=["--Sandbox.network=host"], flavor="no-landlock")
+    try:
+        status = k.run("%sandbox").stdout
+        assert status.startswith("isolation:       isolated"), status
+        network = next(line for line in status.splitlines() if line.startswith("network:"))
+        assert "Sandbox.network=host refused: protecting the control plane's ports needs Landlock network rules" in network
+        assert "namespaces:      user, mount, pid, ipc, uts, cgroup, net" in status
+        with open(k.km.connection_file) as f:
+            shell_port = json.load(f)["shell_port"]
+        assert k.run(f"(echo > /dev/tcp/127.0.0.1/{shell_port}) 2>/dev/null && echo reached; true").stdout == ""
     finally:
         k.shutdown()
 
