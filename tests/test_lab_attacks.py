@@ -1,18 +1,40 @@
-"""Active content from `display`, in a real JupyterLab page (headless chromium): what a cell shows
-must not run in the page, where it would have the server's token. The page is checked, not only
-the messages: a marker the scripts would set, and requests they would make to a loopback server
-of the test's."""
+"""A cell's attacks on the programs around the sandbox, in a real JupyterLab (headless chromium).
+
+What a cell displays must not run in the page, where it would have the server's token: the page
+is checked, not only the messages (a marker the scripts would set, requests they would make to
+a loopback server of the test's). A save through a link the cell planted is refused, and
+JupyterLab says why."""
 
 import http.server
 import json
 import threading
+import uuid
 
 import pytest
 from playwright.sync_api import expect
 
-from test_lab_extension import browser, lab, notebook, open_notebook, run_cell  # noqa: F401 (fixtures)
+from test_lab_extension import browser, lab, notebook, run_cell  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def open_notebook(browser):  # noqa: F811
+    """Opens a notebook in a fresh page and JupyterLab workspace (no other test's notebook comes
+    back in front of it); waits until its sandbox kernel is up."""
+    contexts = []
+
+    def open_(server, name):
+        context = browser.new_context()
+        contexts.append(context)
+        page = context.new_page()
+        page.goto(server.url(f"lab/workspaces/{uuid.uuid4().hex}/tree/{name}"))
+        expect(page.locator(".jp-SandboxIndicator[data-sandbox-mode='isolated']")).to_be_visible(timeout=45_000)
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
 
 
 @pytest.fixture
@@ -65,7 +87,6 @@ def test_scripts_in_displayed_output_do_not_run_in_the_page(lab, open_notebook, 
                     "execution_count": None} for i, source in enumerate(cells)]
     (lab.root / "active.ipynb").write_text(json.dumps(nb))
     page = open_notebook(lab, "active.ipynb")
-    expect(page.locator(".jp-SandboxIndicator[data-sandbox-mode='isolated']")).to_be_visible(timeout=15_000)
 
     outputs = run_cell(page, 0).locator(".jp-OutputArea-output")
     expect(outputs.nth(0)).to_contain_text("inert part of the page")
@@ -83,3 +104,20 @@ def test_scripts_in_displayed_output_do_not_run_in_the_page(lab, open_notebook, 
     assert page.title() != "pwned"
     assert set(seen) == {"/inert.png"}
     assert page.locator(".jp-OutputArea-output iframe, .jp-OutputArea-output script, .jp-OutputArea-output object").count() == 0
+
+
+def test_a_save_through_a_planted_link_is_refused_and_jupyterlab_says_why(lab, open_notebook, tmp_path):  # noqa: F811
+    host = tmp_path / "bashrc"
+    host.write_text("# the host's ~/.bashrc\n")
+    nb = notebook("sandbox", "Bash (sandbox)", "bash")
+    nb["cells"] = [{"cell_type": "code", "id": "c0", "metadata": {}, "outputs": [], "execution_count": None,
+                    "source": f"mv saveme.ipynb .saveme.ipynb && ln -s {host} saveme.ipynb"}]
+    (lab.root / "saveme.ipynb").write_text(json.dumps(nb))
+    page = open_notebook(lab, "saveme.ipynb")
+    cell = run_cell(page, 0)
+    assert (lab.root / "saveme.ipynb").is_symlink(), cell.locator(".jp-OutputArea").inner_text()
+    page.keyboard.press("Control+s")
+    # JupyterLab sees another file on disk and asks; the user who says "overwrite" is told why not.
+    page.locator(".jp-Dialog").get_by_role("button", name="Overwrite").click()
+    expect(page.locator(".jp-Dialog")).to_contain_text("Refused: 'saveme.ipynb' is a symbolic link", timeout=15_000)
+    assert host.read_text() == "# the host's ~/.bashrc\n"
