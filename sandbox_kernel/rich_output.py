@@ -23,6 +23,10 @@ SANITISED = ("text/html", "text/markdown", "image/svg+xml")
 URL_SCHEMES = {"http", "https", "mailto"}
 DATA_IMAGES = ("data:image/png;", "data:image/jpeg;", "data:image/gif;", "data:image/webp;", "data:image/svg+xml;")
 
+# Sanitising runs on the kernel's event loop (nh3 cleans about 8 MB/s, markdown-it-py renders about
+# 0.4 MB/s): larger documents are refused rather than stall the kernel for seconds.
+MAX_CHECKED_BYTES = {"text/html": 16 << 20, "text/markdown": 1 << 20}
+
 _markdown = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
 
 
@@ -54,6 +58,10 @@ def svg_as_image(svg_base64):
 def bundle(mime, payload, trusted=False):
     """The display_data `data` for `display --mime MIME` of base64 `payload` (bytes, as the
     session sent it). Raises Refused for a type that is not let through, ValueError for bad data."""
+    size = len(payload) * 3 // 4
+    if not trusted and size > MAX_CHECKED_BYTES.get(mime, size):
+        raise Refused(f"display: {mime} of {size / 1e6:.1f} MB is too large to check (at most "
+                      f"{MAX_CHECKED_BYTES[mime] >> 20} MiB); split it, or show it as text/plain")
     try:
         if trusted:
             return _as_is(mime, payload)

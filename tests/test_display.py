@@ -119,3 +119,9 @@ def test_trusted_rich_output_forwards_as_is(new_kernel):
     r = k.run("echo '<script>1</script>' | display --html; echo 'x=1' | display --mime application/javascript; echo '<svg/>' | display --svg")
     assert [d["data"] for d in r.displays] == [{"text/html": "<script>1</script>\n"}, {"application/javascript": "x=1\n"},
                                                {"image/svg+xml": "<svg/>\n"}]
+
+
+def test_a_document_too_large_to_check_is_refused_with_one_line(kernel):
+    r = kernel.run("head -c 2000000 /dev/zero | tr '\\0' x | display --markdown; echo after")
+    assert (r.status, r.displays, r.stdout) == ("ok", [], "after\n")
+    assert r.stderr == "display: text/markdown of 2.0 MB is too large to check (at most 1 MiB); split it, or show it as text/plain\n"
