@@ -7,8 +7,8 @@ there may steer the server.
   itself, `.ipynb_checkpoints` or any directory between (403, with the link's name). Saves and
   checkpoints are written race-free: every directory is opened with O_NOFOLLOW from the root,
   the data goes to a new file made there with O_EXCL, which then replaces the old name (a link
-  swapped in meanwhile is replaced, never followed). Renames, deletes, uploaded chunks and new
-  directories are checked just before jupyter_server acts.
+  swapped in meanwhile is replaced, never followed). Renames, deletes, copies, uploaded chunks
+  and new directories are checked just before jupyter_server acts.
 - Every kernel the server starts gets PYTHONSAFEPATH=1: a stock python3 kernel starts as
   `python -m ipykernel_launcher` in the notebook's directory, which would otherwise come first on
   sys.path, so an `ipykernel_launcher.py` a cell wrote there would run as the server's user.
@@ -83,13 +83,7 @@ class NoFollow:
 
     def _refused(self, os_path, why):
         return HTTPError(403, f"Refused: {why} (the server does not write through links in its directories, "
-                              f"which a sandboxed cell can make; remove or replace it): {self._shown(os_path)}")
-
-    def _shown(self, os_path):
-        try:
-            return to_api_path(os_path, root=self.root_dir)
-        except Exception:  # a checkpoint outside the root
-            return os_path
+                              f"which a sandboxed cell can make; remove or replace it): {to_api_path(os_path, root=self.root_dir)}")
 
     @contextmanager
     def _parent(self, os_path, create=False):
@@ -140,6 +134,16 @@ class NoFollow:
             raise self._refused(os_path, f"'{name}' is a symbolic link")
         return st
 
+    def _open(self, dir_fd, name, flags, os_path):
+        """os.open of name in dir_fd with O_NOFOLLOW; a link found there (swapped in since the
+        check) is refused like one found by the check."""
+        try:
+            return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=dir_fd)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise self._refused(os_path, f"'{name}' is a symbolic link") from None
+            raise
+
     def _check(self, *os_paths):
         """Refuses each path with a link on its way (for jupyter_server's own rename and delete)."""
         for os_path in os_paths:
@@ -164,13 +168,13 @@ class NoFollow:
             in_place = not self.use_atomic_writing
             if not in_place:
                 try:
-                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=dir_fd)
+                    fd = self._open(dir_fd, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, os_path)
                 except PermissionError:
                     if old is None:
                         raise
                     in_place = True  # as jupyter_server: a writable file in a directory that is not
             if in_place:
-                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=dir_fd)
+                fd = self._open(dir_fd, name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, os_path)
                 with io.open(fd, mode, encoding=encoding, **kwargs) as f:
                     yield f
                 return
@@ -196,7 +200,7 @@ class NoFollow:
     def _copy_nofollow(self, src, dest):
         with self.perm_to_403(src), self._parent(src) as (dir_fd, name):
             self._existing(dir_fd, name, src)
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            fd = self._open(dir_fd, name, os.O_RDONLY, src)
             with io.open(fd, "rb") as f_in, self.atomic_writing(dest, text=False) as f_out:
                 shutil.copyfileobj(f_in, f_out)
                 times = os.fstat(fd)
