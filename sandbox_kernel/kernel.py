@@ -2,17 +2,13 @@
 shutdown. Every answer comes from a bash session inside the sandbox; nothing here touches the OS."""
 
 import asyncio
-import base64
-import binascii
-import json
 import os
-import re
 import subprocess
 
 from ipykernel.kernelbase import Kernel
 from traitlets import Bool, Int
 
-from . import __version__
+from . import __version__, rich_output
 from .completion import complete_request, word_at
 from .sandbox import Sandbox, SandboxError
 from .magics import MagicError, split_cell
@@ -22,7 +18,6 @@ from .shell import Outputs, SessionError
 
 # What session.bash says of code that a prompt would wait on (PS2) rather than reject.
 INCOMPLETE = ("unexpected end of file", "unexpected EOF", "here-document not terminated", "line continuation")
-TEXT_MIME = re.compile(r"^(text/.*|image/svg\+xml)$")
 
 
 def _bash_version():
@@ -54,17 +49,11 @@ class KernelOutputs(Outputs):
 
     def display(self, mime, payload):
         try:
-            if TEXT_MIME.match(mime):
-                value = base64.b64decode(payload, validate=True).decode("utf-8", "replace")
-            elif mime == "application/json":
-                value = json.loads(base64.b64decode(payload, validate=True))
-            else:
-                base64.b64decode(payload, validate=True)
-                value = payload.decode("ascii")
-        except (binascii.Error, ValueError) as e:
-            self.stream("stderr", f"display: could not show the {mime} data: {e}\n")
+            data = rich_output.bundle(mime, payload, trusted=self.kernel.trusted_rich_output)
+        except ValueError as e:  # Refused, or data that is not what its type says
+            self.stream("stderr", f"{e}\n")
             return
-        self.display_bundle({mime: value})
+        self.display_bundle(data)
 
     def display_bundle(self, data):
         self._send("display_data", {"data": data, "metadata": {}, "transient": {}})
@@ -112,6 +101,14 @@ class SandboxKernel(Kernel):
         True,
         help="""A cell whose last command exits non-zero is reported as an error (ename
         'ExitCode'), which stops nbclient and papermill runs. False: reported as ok.""",
+    ).tag(config=True)
+
+    trusted_rich_output = Bool(
+        False,
+        help="""Send `display` output to the frontend as the cell gave it, any MIME type, HTML and
+        SVG with their scripts. JupyterLab runs those in its page with the server's token: a
+        cell can then act as the user on the server (open a terminal on the host). False: inert
+        types only, HTML, SVG and Markdown sanitised, other types refused.""",
     ).tag(config=True)
 
     def __init__(self, **kwargs):

@@ -28,5 +28,5 @@ def test_quickstart_runs_and_shows_state_streaming_status_jobs_and_display(tmp_p
     assert [(o.ename, o.evalue) for o in cells[3].outputs if o.output_type == "error"] == [("ExitCode", "exit status 1")]
     assert _text(cells[4]) == "the last cell exited with 1\n"
     assert "Running" in _text(cells[5]) and _text(cells[6]) == "stopped\n"
-    assert "image/svg+xml" in cells[7].outputs[0].data
+    assert cells[7].outputs[0].data["text/html"].startswith('<img src="data:image/svg+xml;base64,')
     assert not (tmp_path / "quickstart-demo").exists()

@@ -1,0 +1,239 @@
+"""The Jupyter Server extension (sandbox_kernel/server_extension.py), in a real `jupyter server` on
+loopback: a sandbox kernel that server started plants links and modules in its directory from a
+cell, then the test saves, checkpoints, renames and deletes through the REST API as JupyterLab
+would, and starts the stock python3 kernel there. The host files stay as they were."""
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
+
+from harness import wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+NOTEBOOK = {"cells": [{"cell_type": "markdown", "id": "m", "metadata": {}, "source": "saved by the server"}],
+            "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+HOST_TEXT = "# the host's ~/.bashrc\n"
+
+
+class Server:
+    """`jupyter server` on a free loopback port, with config, data, runtime and HOME of its own
+    (the package's server config and kernelspecs are still found under sys.prefix)."""
+
+    def __init__(self, base):
+        self.root = base / "root"
+        dirs = {name: base / name for name in ("config", "data", "runtime", "home")}
+        for d in [self.root, *dirs.values()]:
+            d.mkdir()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.token = secrets.token_hex(16)
+        env = dict(os.environ, JUPYTER_CONFIG_DIR=str(dirs["config"]), JUPYTER_DATA_DIR=str(dirs["data"]),
+                   JUPYTER_RUNTIME_DIR=str(dirs["runtime"]), HOME=str(dirs["home"]))
+        env.pop("PYTHONSAFEPATH", None)
+        self.log_path = base / "server.log"
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+             f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
+             f"--ServerApp.root_dir={self.root}"],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        if not wait_until(self._up, 30):
+            self.stop()
+            raise AssertionError(f"jupyter server did not start:\n{self.log_path.read_text()}")
+
+    def _up(self):
+        assert self.proc.poll() is None, f"jupyter server exited:\n{self.log_path.read_text()}"
+        try:
+            return self.api("GET", "api/status")[0] == 200
+        except OSError:
+            return False
+
+    def api(self, method, path, body=None):
+        """(HTTP status, JSON reply) of a REST call, errors included."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/{path}", data=data, method=method,
+                                         headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as r:
+                raw = r.read()
+                return r.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            return e.code, json.loads(raw) if raw else None
+
+    def start_kernel(self, name, path=""):
+        status, model = self.api("POST", "api/kernels", {"name": name, "path": path})
+        assert status == 201, model
+        return model["id"]
+
+    def request(self, kernel_id, msg_type, content, timeout=45):
+        """Sends one request over the kernel's websocket, as JupyterLab does; (reply content,
+        stdout) once the kernel is idle again."""
+        async def go():
+            ws = await websocket_connect(HTTPRequest(
+                f"ws://127.0.0.1:{self.port}/api/kernels/{kernel_id}/channels",
+                headers={"Authorization": f"token {self.token}"}))
+            msg_id = uuid.uuid4().hex
+            ws.write_message(json.dumps({
+                "header": {"msg_id": msg_id, "msg_type": msg_type, "username": "test", "session": uuid.uuid4().hex,
+                           "date": "", "version": "5.3"},
+                "parent_header": {}, "metadata": {}, "content": content, "channel": "shell", "buffers": []}))
+            reply, idle, out = None, False, ""
+            while reply is None or not idle:
+                message = json.loads(await ws.read_message())
+                if message["parent_header"].get("msg_id") != msg_id:
+                    continue
+                if message["msg_type"] == msg_type.replace("_request", "_reply"):
+                    reply = message["content"]
+                elif message["msg_type"] == "status":
+                    idle = message["content"]["execution_state"] == "idle"
+                elif message["msg_type"] == "stream":
+                    out += message["content"]["text"]
+            ws.close()
+            return reply, out
+
+        return asyncio.run(asyncio.wait_for(go(), timeout))
+
+    def run_cell(self, kernel_id, code):
+        reply, out = self.request(kernel_id, "execute_request", {"code": code, "silent": False, "store_history": False,
+                                                                 "user_expressions": {}, "allow_stdin": False})
+        assert reply["status"] == "ok", (code, reply, out)
+        return out
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("server"))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def sandbox(server):
+    """A sandbox kernel the server started in its root directory."""
+    return server.start_kernel("sandbox")
+
+
+@pytest.fixture
+def host(tmp_path):
+    """A directory outside the server's root, standing for the home of the server's user."""
+    (tmp_path / "bashrc").write_text(HOST_TEXT)
+    return tmp_path
+
+
+def save(server, path):
+    return server.api("PUT", f"api/contents/{path}", {"type": "notebook", "format": "json", "content": NOTEBOOK})
+
+
+def refused(reply, name):
+    status, body = reply
+    return status == 403 and body["message"].startswith(f"Refused: '{name}' is a symbolic link")
+
+
+def host_unchanged(host):
+    return sorted(p.name for p in host.iterdir()) == ["bashrc"] and (host / "bashrc").read_text() == HOST_TEXT
+
+
+def test_save_and_checkpoint_of_a_plain_notebook_work(server):
+    assert save(server, "plain.ipynb")[0] == 201
+    assert json.loads((server.root / "plain.ipynb").read_text())["cells"][0]["source"] == ["saved by the server"]
+    assert save(server, "plain.ipynb")[0] == 200
+    status, checkpoint = server.api("POST", "api/contents/plain.ipynb/checkpoints")
+    assert status == 201 and checkpoint["id"] == "checkpoint"
+    assert (server.root / ".ipynb_checkpoints" / "plain-checkpoint.ipynb").read_text() == (server.root / "plain.ipynb").read_text()
+    (server.root / "plain.ipynb").write_text("{}")
+    assert server.api("POST", "api/contents/plain.ipynb/checkpoints/checkpoint")[0] == 204
+    assert json.loads((server.root / "plain.ipynb").read_text())["nbformat"] == 4
+    assert server.api("PATCH", "api/contents/plain.ipynb", {"path": "renamed.ipynb"})[0] == 200
+    assert (server.root / ".ipynb_checkpoints" / "renamed-checkpoint.ipynb").exists()
+    assert server.api("DELETE", "api/contents/renamed.ipynb")[0] == 204
+
+
+def test_checkpoint_through_a_link_the_cell_planted_is_refused(server, sandbox, host):
+    assert save(server, "nb.ipynb")[0] == 201
+    server.run_cell(sandbox, f"mkdir -p .ipynb_checkpoints && ln -sf {host}/bashrc .ipynb_checkpoints/nb-checkpoint.ipynb")
+    assert refused(server.api("POST", "api/contents/nb.ipynb/checkpoints"), "nb-checkpoint.ipynb")
+    # Revert to checkpoint would read the host file into the notebook, where the sandbox reads it.
+    assert refused(server.api("POST", "api/contents/nb.ipynb/checkpoints/checkpoint"), "nb-checkpoint.ipynb")
+    assert "bashrc" not in (server.root / "nb.ipynb").read_text() and "host" not in (server.root / "nb.ipynb").read_text()
+    server.run_cell(sandbox, f"rm -r .ipynb_checkpoints && ln -s {host} .ipynb_checkpoints")
+    assert refused(server.api("POST", "api/contents/nb.ipynb/checkpoints"), ".ipynb_checkpoints")
+    assert host_unchanged(host)
+
+
+def test_save_through_a_link_the_cell_planted_is_refused(server, sandbox, host):
+    server.run_cell(sandbox, f"rm -rf .ipynb_checkpoints; ln -sfn {host}/bashrc linked.ipynb; ln -sfn {host} away")
+    reply = save(server, "linked.ipynb")
+    assert refused(reply, "linked.ipynb"), reply
+    assert reply[1]["message"].endswith(": linked.ipynb")
+    assert refused(save(server, "away/new.ipynb"), "away")
+    assert refused(server.api("PUT", "api/contents/away/up.txt", {"type": "file", "format": "text", "content": "x", "chunk": 2}), "away")
+    assert refused(server.api("PUT", "api/contents/away/dir", {"type": "directory"}), "away")
+    assert host_unchanged(host)
+
+
+def test_rename_and_delete_through_a_link_are_refused(server, sandbox, host):
+    (host / "victim").write_text("host data")
+    assert save(server, "mine.ipynb")[0] == 201
+    server.run_cell(sandbox, f"rm -rf .ipynb_checkpoints; ln -sfn {host} away2")
+    assert refused(server.api("PATCH", "api/contents/mine.ipynb", {"path": "away2/mine.ipynb"}), "away2")
+    assert refused(server.api("DELETE", "api/contents/away2/victim"), "away2")
+    # Duplicating the link would copy the host file into the directory, where the sandbox reads it.
+    assert refused(server.api("POST", "api/contents", {"copy_from": "away2/victim"}), "away2")
+    assert (host / "victim").read_text() == "host data" and (server.root / "mine.ipynb").exists()
+    (host / "victim").unlink()
+    assert host_unchanged(host)
+
+
+def test_a_link_swapped_in_while_the_server_checkpoints_is_never_followed(server, sandbox, host):
+    assert save(server, "race.ipynb")[0] == 201
+    # The cell flips the checkpoint between a file and a link as fast as rename(2) goes.
+    server.run_cell(sandbox, f"rm -rf .ipynb_checkpoints; mkdir .ipynb_checkpoints; cd .ipynb_checkpoints; "
+                             f"(while :; do ln -sfn {host}/bashrc l && mv -T l race-checkpoint.ipynb; "
+                             f"echo {{}} > f && mv -T f race-checkpoint.ipynb; done) >/dev/null 2>&1 & echo $! > ../flipper.pid")
+    try:
+        statuses = {server.api("POST", "api/contents/race.ipynb/checkpoints")[0] for _ in range(60)}
+    finally:
+        server.run_cell(sandbox, "kill $(cat flipper.pid); cd ..; rm flipper.pid")
+    assert statuses <= {201, 403} and statuses
+    assert host_unchanged(host)
+
+
+def test_a_module_planted_in_the_notebook_directory_does_not_run_in_a_python_kernel(server, sandbox, tmp_path):
+    marker = tmp_path / "ran-outside-the-sandbox"
+    server.run_cell(sandbox, "mkdir -p planted && cat > planted/ipykernel_launcher.py <<'EOF'\n"
+                             f"open({str(marker)!r}, 'w').write('planted module ran')\n"
+                             "from ipykernel import kernelapp\nkernelapp.launch_new_instance()\nEOF")
+    kernel = server.start_kernel("python3", "planted")
+    try:
+        reply, out = server.request(kernel, "execute_request", {"code": "import os, sys; print(os.getcwd(), sys.flags.safe_path, {'', '.', os.getcwd()} & set(sys.path))",
+                                                                "silent": False, "store_history": False, "user_expressions": {},
+                                                                "allow_stdin": False})
+    finally:
+        server.api("DELETE", f"api/kernels/{kernel}")
+    assert reply["status"] == "ok" and not marker.exists()
+    # Its cwd is the notebook's directory, which is not on its sys.path (IPython >= 9.7 keeps it off too).
+    assert out == f"{server.root / 'planted'} True set()\n"
