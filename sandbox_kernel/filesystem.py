@@ -14,8 +14,10 @@ applies the steps in this order, then checks every claim from inside before the 
 | the notebook directory, when it can be shared | read-write, files stored as its owner's          | attach         |
 | the notebook directory, when it cannot        | what the rows above give its path (nothing more) |                |
 | the kernel's package and Python, if covered   | read-only                                        | attach (ro)    |
-| .git/hooks, .git/config of existing           | read-only, and the .git itself cannot be moved:  | protect        |
+| .git/hooks, .git/config of existing           | read-only, and the .git itself cannot be moved:  | protect_git    |
 | repositories in the shared directory          | commits still work, planted hooks do not         |                |
+| the shared directory's .ipynb_checkpoints     | pinned: it cannot be swapped for a link that the | pin            |
+|                                               | server would then write its checkpoints through  |                |
 | Jupyter's config, data and runtime dirs, the  | empty and read-only, by every path (masks come   | mask           |
 | IPython dir, XDG_RUNTIME_DIR, /run/user/UID   | after every attach, so nothing brings them back) |                |
 | the kernel's connection file                  | empty                                            | mask_file      |
@@ -151,6 +153,8 @@ def plan(*, uid, env, workspace, connection_file, kept, home_shared):
             masks.append(p)
     masked_files = [f for f in [connection_file and _real(connection_file)] if f and os.path.isfile(f) and visible(f)]
     gits = git_protected(workspace) if shared else []
+    checkpoints = os.path.join(workspace, ".ipynb_checkpoints")
+    pins = [checkpoints] if shared and os.path.isdir(checkpoints) and not os.path.islink(checkpoints) else []
     cwd = (home or "/tmp") if any(inside(workspace, m) for m in masks) else workspace
     steps = [
         *[["take", p] for p in attached],  # before anything covers them
@@ -159,6 +163,7 @@ def plan(*, uid, env, workspace, connection_file, kept, home_shared):
         *[["private_tmpfs", p] for p in private],
         *[["attach", p, p not in shared] for p in attached],
         *[["protect_git", git, ro] for git, ro in gits],
+        *[["pin", p] for p in pins],
         *[["mask", p] for p in masks],
         *[["mask_file", f] for f in masked_files],
         ["ensure_dir", cwd],
@@ -173,6 +178,7 @@ def plan(*, uid, env, workspace, connection_file, kept, home_shared):
         "home_shared": home_files,
         "masked": masks + masked_files,
         "git_protected": [g for g, _ro in gits],
+        "pinned": pins,
         # What the supervisor checks from inside once every step is applied.
         "verify": {"empty": masks, "empty_files": masked_files,
                    "read_only": ["/", *kept, *home_files, *(p for _g, ro in gits for p in ro), *masks],

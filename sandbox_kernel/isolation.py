@@ -235,11 +235,16 @@ def attach(fd, path, read_only_):
         read_only(path)
 
 
+def pin(path):
+    """A directory becomes a mount point of itself, which can be neither renamed nor removed."""
+    bind(path, path, f"pin {path}")
+
+
 def protect_git(git, paths):
     """What git runs on the host (hooks, config) read-only; the .git directory itself becomes a
     mount point, which can be neither renamed nor removed, so no other .git takes its place."""
     if os.path.isdir(git):
-        bind(git, git, f"pin {git}")
+        pin(git)
         ensure_dir(f"{git}/hooks")  # with the sandbox's own rights, as git init would: else a cell could
     for path in paths:
         if not os.path.lexists(path):

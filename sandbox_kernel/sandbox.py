@@ -323,6 +323,7 @@ class Sandbox(LoggingConfigurable):
             ("devices", "a /dev of its own: " + ", ".join(filesystem.DEVICES) + ", ptmx (a devpts of its own), shm"),
             ("git", "hooks and config read-only, the .git pinned, in " + ", ".join(files["git_protected"])
              if files["git_protected"] else "no repository in the shared directory (one a cell makes is not protected)"),
+            *([("pinned", ", ".join(files["pinned"]) + " (cannot be replaced by a link)")] if files["pinned"] else []),
             ("masked paths", ", ".join(files["masked"]) or "none"),
             ("verified", f"checked inside before the first cell: {len(files['masked'])} masks empty, "
                          "/ and every read-only path refuse writes, /dev holds only the devices above"),

@@ -439,6 +439,22 @@ def test_a_planted_scratch_file_cannot_downgrade_the_next_kernel(tmp_path):
             os.unlink(planted)
 
 
+def test_the_checkpoints_directory_cannot_be_swapped_for_a_link(tmp_path):
+    # The server writes checkpoints into .ipynb_checkpoints: replaced by a link to /etc, it would
+    # write there with its own rights (the server extension refuses that too).
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    (tmp_path / ".ipynb_checkpoints" / "nb-checkpoint.ipynb").write_text("{}")
+    k = Kernel(tmp_path)
+    try:
+        r = k.run("mv .ipynb_checkpoints old; rm -rf .ipynb_checkpoints; ln -sfnT /etc .ipynb_checkpoints; "
+                  "mv -T /tmp .ipynb_checkpoints; [ -L .ipynb_checkpoints ] && echo LINKED; true")
+        assert r.stderr.count("Device or resource busy") >= 3 and "LINKED" not in r.stdout, (r.stdout, r.stderr)
+        assert "pinned:" in k.run("%sandbox").stdout
+    finally:
+        k.shutdown()
+    assert (tmp_path / ".ipynb_checkpoints").is_dir() and not (tmp_path / ".ipynb_checkpoints").is_symlink()
+
+
 def test_the_check_inside_refuses_a_claim_that_does_not_hold(tmp_path):
     # The unit under the "verified" line of %sandbox: the supervisor runs it inside, after every
     # step; here on paths that break each claim, as a build that went wrong would leave them.
