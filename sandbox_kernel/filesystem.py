@@ -151,7 +151,8 @@ def plan(*, uid, env, workspace, connection_file, kept, home_shared):
     for p in hidden_paths:  # sorted: a mask hides the masks below it
         if os.path.isdir(p) and visible(p) and not any(inside(p, m) for m in masks):
             masks.append(p)
-    masked_files = [f for f in [connection_file and _real(connection_file)] if f and os.path.isfile(f) and visible(f)]
+    masked_files = [f for f in [connection_file and _real(connection_file)]
+                    if f and os.path.isfile(f) and visible(f) and not any(inside(f, m) for m in masks)]
     gits = git_protected(workspace) if shared else []
     checkpoints = os.path.join(workspace, ".ipynb_checkpoints")
     pins = [checkpoints] if shared and os.path.isdir(checkpoints) and not os.path.islink(checkpoints) else []

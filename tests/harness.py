@@ -114,7 +114,7 @@ class Result:
 class Kernel:
     """One kernel process, started as Jupyter would start it (the installed kernelspec)."""
 
-    def __init__(self, cwd, options=(), env=None, flavor="root", home=None):
+    def __init__(self, cwd, options=(), env=None, flavor="root", home=None, connection_file=None):
         """flavor: 'root' (the installed kernelspec, as this test process: root in CI), 'user'
         (the same kernel run by an unprivileged user), 'no-userns' (where namespaces fail) or
         'no-landlock' (a Linux without Landlock).
@@ -135,6 +135,8 @@ class Kernel:
             env.update(HOME=home or user_dir("sk-home-"), USER=TEST_USER, LOGNAME=TEST_USER)
         elif home:
             env["HOME"] = home
+        if connection_file:
+            self.km.connection_file = connection_file
         self.home = env.get("HOME")
         self.km.start_kernel(cwd=str(cwd), extra_arguments=list(options), env=env)
         self.kc = self.km.client()

@@ -817,3 +817,19 @@ def test_a_kernel_under_a_private_tmp_still_reads_its_own_package(tmp_path):
             k.shutdown()
     finally:
         shutil.rmtree(copy)
+
+
+def test_a_connection_file_in_a_visible_runtime_dir_is_masked_with_it(tmp_path):
+    # As a server started with JUPYTER_RUNTIME_DIR outside HOME writes it: the kernel's own
+    # connection file lies in the runtime dir that the sandbox masks.
+    runtime = tempfile.mkdtemp(prefix="runtime-", dir="/opt/sandbox-kernel-tests")
+    os.chmod(runtime, 0o755)
+    conn = os.path.join(runtime, "kernel-test.json")
+    k = Kernel(tmp_path, env={**os.environ, "JUPYTER_RUNTIME_DIR": runtime}, connection_file=conn)
+    try:
+        r = k.run(f"ls -A {runtime} | wc -l; cat {conn} 2>&1 | wc -c")
+        assert r.stdout.split() == ["0", str(len(f"cat: {conn}: No such file or directory\n"))], r.stdout
+        assert runtime in k.run("%sandbox").stdout
+    finally:
+        k.shutdown()
+        shutil.rmtree(runtime)
