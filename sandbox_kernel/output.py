@@ -3,8 +3,8 @@
 Bytes are decoded incrementally (a UTF-8 character split across two reads arrives whole; invalid
 bytes become U+FFFD, NUL stays NUL) and coalesced: the first output after a quiet spell goes out
 at once, output that keeps coming is sent at most every `interval` seconds or every
-`max_message_bytes`, whichever comes first, so a flood becomes few large messages and the
-pending text never exceeds one message. Past the per-cell cap, bytes are read and dropped.
+`max_message_bytes`, whichever comes first, so a flood becomes few large messages, none larger
+than max_message_bytes, and the pending text never exceeds one message and a read. Past the per-cell cap, bytes are read and dropped.
 """
 
 import codecs
@@ -77,6 +77,18 @@ class StreamForwarder:
         text = "".join(self.pending)
         self.pending.clear()
         self.pending_bytes = 0
-        if text:
-            self.last_flush = time.monotonic()
+        if not text:
+            return
+        self.last_flush = time.monotonic()
+        if len(text) * 4 <= self.max_message_bytes:  # no character is longer than 4 bytes
             self.emit(self.name, text)
+            return
+        # The last read may have carried pending text past the limit: cut at character bounds.
+        raw = text.encode()
+        while len(raw) > self.max_message_bytes:
+            cut = self.max_message_bytes
+            while raw[cut] & 0xC0 == 0x80:  # a continuation byte: back to the character's start
+                cut -= 1
+            self.emit(self.name, raw[:cut].decode())
+            raw = raw[cut:]
+        self.emit(self.name, raw.decode())

@@ -151,13 +151,17 @@ class Kernel:
     def pid(self):
         return self.km.provisioner.process.pid
 
-    def run(self, code, timeout=60, stdin=None, interrupt_after=None):
-        """Execute a cell; stdin: None (no stdin, like nbclient) or a callable prompt, password -> str."""
+    def run(self, code, timeout=60, stdin=None, interrupt_after=None, keep_text=True):
+        """Execute a cell; stdin: None (no stdin, like nbclient) or a callable prompt, password -> str.
+        keep_text=False: a stream message's text is replaced by its size in bytes (for floods)."""
         messages, inputs = [], []
         start = time.monotonic()
 
         def on_output(msg):
-            messages.append((time.monotonic() - start, msg["msg_type"], msg["content"]))
+            content = msg["content"]
+            if not keep_text and msg["msg_type"] == "stream":
+                content = {**content, "text": len(content["text"].encode())}
+            messages.append((time.monotonic() - start, msg["msg_type"], content))
 
         def on_stdin(msg):
             inputs.append(msg["content"])

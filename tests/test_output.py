@@ -50,12 +50,32 @@ def test_a_flood_is_coalesced_into_few_large_messages(kernel):
     r = kernel.run("seq 1 1000000")
     assert r.stdout == "".join(f"{i}\n" for i in range(1, 1000001))
     assert len(r.streams("stdout")) < 100
+    # None larger than the README's "messages of up to 1 MB" (max_message_bytes).
+    assert max(len(c["text"].encode()) for _t, c in r.streams("stdout")) <= 1 << 20
 
 
 def test_kernel_memory_stays_bounded_under_a_flood(new_kernel):
     k = new_kernel("--SandboxKernel.max_output_bytes=1000000")
     r = k.run("head -c 400000000 /dev/zero | tr '\\0' x; echo finished >&2")
     assert r.stderr == "finished\n"
+    with open(f"/proc/{k.pid}/status") as f:
+        peak_kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    assert peak_kb < 150_000, f"kernel peak RSS {peak_kb} kB"
+
+
+def test_a_flood_of_multibyte_characters_is_cut_between_characters(kernel):
+    r = kernel.run("yes '€ü' | head -c 6000000")
+    assert r.stdout == "€ü\n" * 1_000_000
+    assert max(len(c["text"].encode()) for _t, c in r.streams("stdout")) <= 1 << 20
+
+
+def test_kernel_memory_stays_bounded_under_a_flood_at_the_default_cap(new_kernel):
+    # 200 MB, all of it forwarded (the default cap is 256 MiB): the kernel holds a message at a
+    # time, never the flood.
+    k = new_kernel()
+    r = k.run("head -c 200000000 /dev/zero | tr '\\0' x; echo finished >&2", timeout=120, keep_text=False)
+    sizes = [c["text"] for _t, c in r.streams("stdout")]
+    assert sum(sizes) == 200_000_000 and max(sizes) <= 1 << 20
     with open(f"/proc/{k.pid}/status") as f:
         peak_kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
     assert peak_kb < 150_000, f"kernel peak RSS {peak_kb} kB"
