@@ -342,25 +342,29 @@ def _start_egress(slirp4netns, pid, alive_fd, as_root):
 
 def _idmap_userns(maps):
     """A user namespace that exists only to lend its id maps to the workspace mount."""
-    r, w = os.pipe()
+    ready_r, ready_w = os.pipe()  # the child says when it is in its namespace (or that it failed)
+    release_r, release_w = os.pipe()  # and waits until its maps are written and its namespace held
     child = os.fork()
     if child == 0:
-        os.close(w)
+        os.close(ready_r)
+        os.close(release_w)
         try:
             isolation.unshare(["user"])
+            os.write(ready_w, b"1")
         finally:
-            os.read(r, 1)
+            os.close(ready_w)  # on failure, the parent reads end-of-file
+            os.read(release_r, 1)
             os._exit(0)
-    os.close(r)
+    os.close(ready_w)
+    os.close(release_r)
     try:
-        # The child must be in its namespace before its maps can be written: retry briefly.
-        for _ in range(1000):
-            if os.readlink(f"/proc/{child}/ns/user") != os.readlink("/proc/self/ns/user"):
-                break
+        if os.read(ready_r, 1) != b"1":
+            raise isolation.IsolationError("a user namespace for the idmapped workspace: unshare failed")
         isolation.write_id_maps(child, maps["uid_map"], maps["gid_map"])
         return os.open(f"/proc/{child}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
-        os.close(w)
+        os.close(ready_r)
+        os.close(release_w)
         os.waitpid(child, 0)
 
 
