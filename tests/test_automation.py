@@ -202,7 +202,8 @@ AT_ONCE = 5
 
 def first_answer(n, cwd):
     """A fresh kernel, sent an execute_request the moment it reports ready: its answer."""
-    km = KernelManager(kernel_name=KERNEL_NAME)
+    # IPC sockets: with TCP, kernels started side by side can race for the same free port.
+    km = KernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=str(cwd / f"kernel-{n}"))
     km.start_kernel(cwd=str(cwd))
     kc = km.client()
     kc.start_channels()
