@@ -11,14 +11,12 @@ USER_VENV := /opt/sandbox-kernel-tests/venv
 # git, tmux and ssh-agent (openssh-client): the layout tests put a repository, a tmux server and an
 # agent beside the kernel, as a user's machine has them.
 DEBIAN_PACKAGES := bash coreutils procps util-linux iproute2 slirp4netns python3 python3-venv python3-pip chromium git tmux openssh-client
-# The JupyterLab status bar indicator (jupyter_extension/), prebuilt and shipped as data files of
-# the package: node and npm build it, the browser test drives Debian's chromium.
+# The JupyterLab extension (jupyter_extension/): node and npm build it, prebuilt into the wheel;
+# the browser test drives Debian's chromium.
 EXT := jupyter_extension
-EXT_BUILT := $(EXT)/labextension/package.json
-EXT_SOURCES := $(EXT)/package.json $(EXT)/tsconfig.json $(EXT)/install.json $(wildcard $(EXT)/src/*.ts $(EXT)/style/*)
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-prerequisites bench system-deps venv user-venv lab-extension clean
+.PHONY: demo test test-prerequisites bench lab dist screenshot system-deps node venv user-venv lab-extension clean
 
 demo: venv
 	$(PYTHON) notebooks/execute_and_print.py notebooks/quickstart.ipynb
@@ -49,29 +47,37 @@ venv: system-deps lab-extension
 	$(PYTHON) -m pip install -q '.[test]'
 	$(PYTHON) -m sandbox_kernel install --sys-prefix
 
-# Built before `pip install .` in the venv target, which then carries it. Incremental: npm runs
-# only when package.json or the lockfile changed, the build only when a source did.
-lab-extension: $(EXT_BUILT)
+# JupyterLab on loopback, with the kernel and the extension of .venv, for trying the product.
+lab: venv
+	$(VENV)/bin/jupyter lab --no-browser --ServerApp.ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root)
 
-$(EXT)/node_modules/.installed: $(EXT)/package.json $(wildcard $(EXT)/package-lock.json)
-	command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
-	cd $(EXT) && npm install --no-audit --no-fund --loglevel=error
-	touch $@
+# The sdist and the wheel (built from the sdist, as `python -m build` does), the wheel carrying
+# the prebuilt extension: `pip install dist/*.whl` needs no node.
+dist: node
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -q build
+	rm -rf dist
+	$(PYTHON) -m build --outdir dist .
 
-# @jupyterlab/builder builds against the core of the JupyterLab in .venv (its staging package.json
-# says which shared modules, in which versions, the extension may use from the page).
-$(EXT_BUILT): $(EXT)/node_modules/.installed $(EXT_SOURCES) | system-deps
+# The README's picture of JupyterLab, taken by the browser test of the sessions panel.
+screenshot: venv
+	$(PYTHON) -m pytest -q tests/test_lab_extension.py -k 'test_sessions_panel and not other' --lab-screenshot docs/jupyterlab.png
+
+node:
+	command -v npm >/dev/null && command -v node >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+
+# The build the Python build runs too (build_labextension.py, called by hatch-jupyter-builder),
+# here against the JupyterLab in .venv, so that the venv's `pip install .` finds it done. It does
+# nothing while the build is newer than its sources; the npm packages come from the lockfile.
+lab-extension: node
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -c 'import jupyterlab' 2>/dev/null || $(PYTHON) -m pip install -q 'jupyterlab>=4,<5'
-	rm -rf $(EXT)/lib $(EXT)/labextension
-	cd $(EXT) && node_modules/.bin/tsc && node_modules/.bin/build-labextension . \
-		--core-path "$$($(abspath $(PYTHON)) -c 'import jupyterlab, os; print(os.path.join(os.path.dirname(jupyterlab.__file__), "staging"))')"
-	cp $(EXT)/install.json $(EXT)/labextension/
+	$(PYTHON) $(EXT)/build_labextension.py
 
-user-venv: system-deps
+user-venv: system-deps lab-extension
 	test -x $(USER_VENV)/bin/python || /usr/bin/python3 -m venv $(USER_VENV)
 	$(USER_VENV)/bin/python -m pip install -q --upgrade pip
 	$(USER_VENV)/bin/python -m pip install -q .
 
 clean:
-	rm -rf $(VENV) build *.egg-info $(EXT)/node_modules $(EXT)/lib $(EXT)/labextension
+	rm -rf $(VENV) build dist *.egg-info $(EXT)/node_modules $(EXT)/lib $(EXT)/labextension

@@ -2,10 +2,14 @@
 every kernel it applies to in the same run, interleaved (see interleave), so that the ratios
 compare kernels under the same machine conditions."""
 
+import asyncio
 import dataclasses
 import subprocess
 import time
 from pathlib import Path
+
+import nbformat.v4
+from nbclient import NotebookClient
 
 from .client import CELL_TIMEOUT
 from .numbers import fmt_bytes, fmt_time, median, ms, p95, seq_bytes
@@ -333,6 +337,66 @@ def idle_bash_pss(n):
             b.wait()
 
 
+def notebook_of(k, cells):
+    """Notebook k of the concurrent run: output, a second session, background jobs (writing to a
+    file of its directory) and a long-lived job; (sources, the stdout each cell must show)."""
+    sources, expected = [f"%session create side --env NB={k}", f"sleep {9990 + k} &"], ["", ""]
+    jobs = 0
+    for i in range(2, cells - 1):
+        kind = i % 4
+        if kind == 0:
+            sources.append(f"echo nb{k} cell {i}")
+            expected.append(f"nb{k} cell {i}\n")
+        elif kind == 1:
+            sources.append(f"%%session side\necho side of $NB: {i}")
+            expected.append(f"side of {k}: {i}\n")
+        elif kind == 2:
+            sources.append(f"seq {i} {i + 100} | tail -n 1")
+            expected.append(f"{i + 100}\n")
+        else:
+            sources.append(f"(sleep 0.05; echo {i} >> jobs.log) &")
+            expected.append("")
+            jobs += 1
+    # Its own jobs' lines, and of the long-lived jobs of all notebooks its own only.
+    sources.append("sleep 0.2; wc -l < jobs.log; pgrep -f '^sleep 999[0-9]' | wc -l")
+    expected.append(f"{jobs}\n1\n")
+    return sources, expected
+
+
+def concurrent_notebooks(bench):
+    """N notebooks at once through nbclient (N kernels, N sandboxes), M cells each: the wall time
+    from starting the kernels to the last cell, and whether every output was the right one."""
+    n, cells = bench.plan.notebooks, bench.plan.notebook_cells
+    runs = []
+    for k in range(n):
+        cwd = bench.root / f"notebook-{k}"
+        cwd.mkdir()
+        sources, expected = notebook_of(k, cells)
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in sources])
+        runs.append((nb, expected, NotebookClient(nb, kernel_name=SANDBOX.kernel, timeout=60,
+                                                    resources={"metadata": {"path": str(cwd)}})))
+
+    async def all_at_once():
+        await asyncio.gather(*(client.async_execute() for _, _, client in runs))
+
+    began = time.perf_counter()
+    asyncio.run(all_at_once())
+    wall = time.perf_counter() - began
+    wrong = sum(
+        "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stdout") != want
+        or any(o.output_type != "stream" for o in cell.outputs)
+        for nb, expected, _ in runs for cell, want in zip(nb.cells, expected)
+    )
+    total = n * cells
+    return [Row(
+        f"{n} notebooks × {cells} cells at once",
+        {SANDBOX.key: f"{fmt_time(wall)} wall ({total / wall:.0f} cells/s); {total - wrong} of {total} outputs right"},
+        {SANDBOX.key: {"wall_ms": ms(wall), "cells": total, "wrong_outputs": wrong}},
+        target="every output right, none in another notebook",
+        verdict="met" if wrong == 0 else f"MISSED: {wrong} wrong",
+    )]
+
+
 FIGURES = [
     round_trips,
     ten_commands,
@@ -342,4 +406,5 @@ FIGURES = [
     session_create,
     many_sessions,
     isolation_cost,
+    concurrent_notebooks,
 ]

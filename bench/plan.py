@@ -22,6 +22,8 @@ class Plan:
     isolation_startups: int  # fresh kernels per isolation mode
     session_creates: int  # `%session create` cells
     sessions: int  # sessions in one kernel, for their memory
+    notebooks: int  # notebooks run at once through nbclient ...
+    notebook_cells: int  # ... with this many cells each
 
 
 FULL = Plan(
@@ -41,6 +43,8 @@ FULL = Plan(
     isolation_startups=5,
     session_creates=50,
     sessions=100,
+    notebooks=8,
+    notebook_cells=200,
 )
 
 QUICK = Plan(
@@ -60,4 +64,6 @@ QUICK = Plan(
     isolation_startups=1,
     session_creates=3,
     sessions=3,
+    notebooks=2,
+    notebook_cells=10,
 )

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -40,6 +41,15 @@ def main(argv):
         spec = json.loads((source / "kernel.json").read_text())
         spec["argv"] = [sys.executable if a == "{python}" else a for a in spec["argv"]]
         Path(tmp, "kernel.json").write_text(json.dumps(spec, indent=1) + "\n")
-        dest = KernelSpecManager().install_kernel_spec(tmp, KERNEL_NAME, user=args.user, prefix=prefix)
+        # Readable by every user: install_kernel_spec copies the modes (the temporary directory's
+        # 0700) and makes missing parents (share/jupyter/kernels) under the umask.
+        os.chmod(tmp, 0o755)
+        for item in Path(tmp).iterdir():
+            item.chmod(0o644)
+        umask = os.umask(0o022)
+        try:
+            dest = KernelSpecManager().install_kernel_spec(tmp, KERNEL_NAME, user=args.user, prefix=prefix)
+        finally:
+            os.umask(umask)
     print(f"installed kernelspec {KERNEL_NAME!r} in {dest}")
     return 0

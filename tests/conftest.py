@@ -4,6 +4,16 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from harness import KERNEL_NAME, Kernel
 
 
+def pytest_addoption(parser):
+    parser.addoption("--lab-screenshot", metavar="PATH", help="where the browser test of the sessions panel saves a "
+                     "screenshot of JupyterLab (`make screenshot`: docs/jupyterlab.png, shown in the README)")
+
+
+@pytest.fixture
+def screenshot(request):
+    return request.config.getoption("--lab-screenshot")
+
+
 def pytest_configure(config):
     try:
         KernelSpecManager().get_kernel_spec(KERNEL_NAME)

@@ -21,6 +21,7 @@ FIGURES = [
     "`%session create`",
     "3 sessions",
     "isolation cost",
+    "2 notebooks × 10 cells at once",
 ]
 PEERS = {"sandbox", "bash", "python3-bang", "python3-bash-magic", "floor"}
 

@@ -228,12 +228,29 @@ def show_sessions_panel(page):
     return panel
 
 
+def take_picture(page, path):
+    """A screenshot, wide enough for every column of the panel and without the news prompt."""
+    page.set_viewport_size({"width": 1400, "height": 760})
+    no = page.locator(".Toastify__toast", has_text="Jupyter news").get_by_role("button", name="No", exact=True)
+    if no.count():
+        no.click()
+    handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle").first.bounding_box()
+    x, y = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 330, y, steps=5)
+    page.mouse.up()
+    page.locator(SESSIONS).evaluate("n => { for (let e = n; e; e = e.parentElement) e.scrollLeft = 0; }")
+    page.wait_for_timeout(300)
+    page.screenshot(path=path)
+
+
 # The cells test_sessions_panel runs, in this order, between clicks in the panel.
 SESSION_CELLS = ["%session create build --cwd /tmp --env MODE=ci", "pwd; echo $MODE", "sleep 3", "sleep 300 &",
                  "pwd; pgrep -fx 'sleep 300' || echo no sleep"]
 
 
-def test_sessions_panel(lab, open_notebook):
+def test_sessions_panel(lab, open_notebook, screenshot):
     # A notebook (and so a kernel) of its own: the other tests' kernel keeps only `default`.
     nb = notebook("sandbox", "Bash (sandbox)", "bash")
     nb["cells"] = [{"cell_type": "code", "id": f"c{i}", "source": source, "metadata": {}, "outputs": [],
@@ -264,6 +281,8 @@ def test_sessions_panel(lab, open_notebook):
     expect(default).to_have_attribute("data-current", "false")
     cell = run_cell(page, 1)
     expect(cell.locator(".jp-OutputArea-output")).to_have_text(re.compile(r"^/tmp\s+ci\s*$"))
+    if screenshot:  # the README's picture: the status bar indicator and the panel, two sessions
+        take_picture(page, screenshot)
 
     # While a cell runs the kernel refuses a restart: the panel shows its one line, and the next
     # answer (the refresh once the kernel is idle) clears it.
