@@ -41,10 +41,15 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
+# The build's own requirements go into .venv first, so that pip builds the package there instead
+# of in an isolated environment it fills anew each time (JupyterLab included: about 45 s).
+BUILD_REQUIREMENTS := hatchling>=1.21 hatch-nodejs-version>=0.3.2 hatch-jupyter-builder>=0.9 'jupyterlab>=4,<5'
+
 venv: system-deps lab-extension
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
-	$(PYTHON) -m pip install -q '.[test]'
+	$(PYTHON) -m pip install -q $(BUILD_REQUIREMENTS)
+	$(PYTHON) -m pip install -q --no-build-isolation '.[test]'
 	$(PYTHON) -m sandbox_kernel install --sys-prefix
 
 # JupyterLab on loopback, with the kernel and the extension of .venv, for trying the product.
@@ -74,10 +79,14 @@ lab-extension: node
 	$(PYTHON) -c 'import jupyterlab' 2>/dev/null || $(PYTHON) -m pip install -q 'jupyterlab>=4,<5'
 	$(PYTHON) $(EXT)/build_labextension.py
 
-user-venv: system-deps lab-extension
+# The same wheel as .venv's, built there.
+user-venv: system-deps venv
+	rm -rf build/wheel
+	$(PYTHON) -m pip wheel -q --no-deps --no-build-isolation -w build/wheel .
 	test -x $(USER_VENV)/bin/python || /usr/bin/python3 -m venv $(USER_VENV)
 	$(USER_VENV)/bin/python -m pip install -q --upgrade pip
-	$(USER_VENV)/bin/python -m pip install -q .
+	$(USER_VENV)/bin/python -m pip install -q build/wheel/*.whl
+	$(USER_VENV)/bin/python -m pip install -q --no-deps --force-reinstall build/wheel/*.whl  # the same version, newer code
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info $(EXT)/node_modules $(EXT)/lib $(EXT)/labextension
