@@ -179,8 +179,12 @@ def test_checkpoint_through_a_link_the_cell_planted_is_refused(server, sandbox, 
     # Revert to checkpoint would read the host file into the notebook, where the sandbox reads it.
     assert refused(server.api("POST", "api/contents/nb.ipynb/checkpoints/checkpoint"), "nb-checkpoint.ipynb")
     assert "bashrc" not in (server.root / "nb.ipynb").read_text() and "host" not in (server.root / "nb.ipynb").read_text()
-    server.run_cell(sandbox, f"rm -r .ipynb_checkpoints && ln -s {host} .ipynb_checkpoints")
-    assert refused(server.api("POST", "api/contents/nb.ipynb/checkpoints"), ".ipynb_checkpoints")
+    # The notebook directory's own .ipynb_checkpoints may be pinned by the sandbox (a mount point
+    # cannot be replaced); a subdirectory's is the server extension's alone to refuse.
+    server.run_cell(sandbox, "mkdir -p sub")
+    assert save(server, "sub/nb.ipynb")[0] == 201
+    server.run_cell(sandbox, f"rm -rf sub/.ipynb_checkpoints && ln -s {host} sub/.ipynb_checkpoints")
+    assert refused(server.api("POST", "api/contents/sub/nb.ipynb/checkpoints"), ".ipynb_checkpoints")
     assert host_unchanged(host)
 
 
