@@ -140,7 +140,8 @@ def plan(*, uid, env, workspace, connection_file, kept, home_shared):
     reason = why_not_shared(workspace, home, hidden_paths, kept)
     shared = [] if reason else [workspace]
     # Attached after the private tmpfs (or over the shared directory), in this order.
-    kept = [d for d in kept if any(inside(d, p) for p in private + shared) and d not in shared]
+    kept = [d for d in kept if any(inside(d, p) for p in private + shared) and d not in shared
+            and not any(inside(d, k) and d != k for k in kept)]  # one attach for a tree and what lies in it
     home_files = [os.path.join(home, n) for n in home_shared if home and os.path.lexists(os.path.join(home, n))]
     attached = [*shared, *kept, *home_files]
 
