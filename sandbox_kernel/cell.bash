@@ -1,1 +1,1 @@
-__sk_start; builtin eval "$__sk_wrapped" 59>&"$__sk_xtarget"
+\__sk_start; \builtin eval "$__sk_wrapped" 59>&"$__sk_xtarget"

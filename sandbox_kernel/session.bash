@@ -21,7 +21,7 @@
 exec 2>&6 6>&-
 unset BASH_ENV ENV HISTFILE
 BASH_ARGV0=bash
-set +H +o history -E  # errtrace: the ERR trap reaches functions, so that `set -e` can end the cell there
+set +H +m +o history -E  # no job control (background jobs then ignore SIGINT); errtrace: the ERR trap reaches functions, so that `set -e` can end the cell there
 shopt -s expand_aliases execfail
 # Keep 3-9 free for the user: the protocol fds move above 10.
 exec {__sk_data}<&4 {__sk_ctl}>&5 {__sk_stdin}<&0 3<&- 4<&- 5>&- 59>/dev/null
@@ -42,8 +42,9 @@ __sk_verbose=   # the user's `set -v`, likewise
 __sk_unwinding=
 __sk_abort_status=
 __sk_starting=
-__sk_user_debug=  # the user's DEBUG trap, while the kernel's is in place
-__sk_debug_saved=
+__sk_user_debug= __sk_user_err= __sk_user_return=  # the user's traps, run by the kernel's
+__sk_debug_set=   # the kernel's DEBUG trap is set
+__sk_take= __sk_untrap_debug= __sk_untrap_return=
 
 
 __sk_send() { # fields... : one message to the kernel; the leading NUL ends whatever a cell left unfinished
@@ -73,6 +74,10 @@ __sk_take() { # nonce var... : skip to the field that is the nonce, then read on
 } 59>/dev/null
 
 # -- traps -----------------------------------------------------------------------------------------
+# The user's DEBUG, ERR and RETURN commands are kept aside (__sk_user_*) and run by the kernel's own
+# traps, for the user's commands only: between cells only the kernel's ERR trap is set, and in a
+# cell the kernel's DEBUG and RETURN traps when needed. A cell whose code sets or removes one of
+# these traps (it names it) has them taken over when it ends: `trap - DEBUG` removes it for good.
 
 __sk_ours() { # true if the trap fired for the kernel's own code (FUNCNAME[1] is the trap's function)
     case ${FUNCNAME[2]-main} in
@@ -82,8 +87,8 @@ __sk_ours() { # true if the trap fired for the kernel's own code (FUNCNAME[1] is
 }
 
 # DEBUG: unwinds the cell after an interrupt or a `set -e` failure (with extdebug, status 2 from a
-# DEBUG trap returns from the function or sourced file), restores -v after the cell has been parsed,
-# and runs the user's DEBUG trap.
+# DEBUG trap returns from the function or sourced file), gives back -e and -v once the cell has been
+# parsed, and runs the user's DEBUG trap.
 __sk_debug() {
     local __sk_st=$?
     __sk_ours && return 0
@@ -95,7 +100,7 @@ __sk_debug() {
         # The first firing is for the kernel's eval; the next one is the user's first command.
         [[ $__sk_starting == 2 ]] && { __sk_starting=1; return 0; }
         __sk_starting=
-        __sk_restore_debug
+        [[ $__sk_user_debug ]] || builtin trap - DEBUG
         [[ $__sk_verbose ]] && builtin set -v
         [[ $__sk_errexit ]] && builtin set -e
     fi
@@ -105,15 +110,21 @@ __sk_debug() {
 }
 
 # ERR: under `set -e` a failure ends the cell, not the shell (the trap runs before bash would exit,
-# and turns errexit off for the rest of the cell). errtrace is on, so this runs in functions and
-# subshells too; a subshell keeps bash's own `set -e`. A user's own ERR trap replaces it (and then
-# `set -e` ends the shell, as bash does).
+# and turns errexit off for the rest of the cell); then the user's ERR trap. errtrace is on, so this
+# runs in functions and subshells too; a subshell keeps bash's own `set -e`.
 __sk_err() {
     local __sk_st=$?
     __sk_ours && return "$__sk_st"
-    [[ $BASH_COMMAND == 'builtin eval "$__sk_wrapped"'* ]] && return "$__sk_st"  # the cell's own status
-    if [[ $__sk_in_cell && $BASHPID == "$$" && -z $__sk_unwinding ]]; then
-        if [[ $- == *e* ]]; then
+    case $BASH_COMMAND in  # the kernel's own commands in the cell file: the cell's status, the last one's
+        *'builtin eval "$__sk_wrapped"'* | 'return "$__sk_last_status"') return "$__sk_st" ;;
+    esac
+    [[ $__sk_unwinding ]] && return "$__sk_st"  # commands skipped while the cell unwinds
+    if [[ $__sk_in_cell && $BASHPID == "$$" ]]; then
+        if builtin read -t 0 -u "$__sk_data"; then
+            # The kernel's interrupt mark: the command ignored SIGINT and was ended, and an
+            # interactive bash runs no INT trap for a command that did not die of SIGINT.
+            __sk_on_int
+        elif [[ $- == *e* ]]; then
             builtin set +e
             __sk_errexit=1
             __sk_abort "$__sk_st"
@@ -121,30 +132,43 @@ __sk_err() {
             __sk_abort "$__sk_st"  # what would end a script (a failed exec, a bad `set`) ends the cell
         fi
     fi
+    [[ $__sk_user_err ]] || return "$__sk_st"
+    __sk_set_status "$__sk_st"
+    builtin eval "$__sk_user_err" 59>&"$__sk_xtarget"
     return "$__sk_st"
 }
-
 __sk_fatal='^(exec|set|export|readonly|unset|shift)([[:space:]]|$)'
 
-__sk_install_traps() { # the kernel's DEBUG trap while it unwinds or starts a cell; the user's is kept aside
-    if [[ ($__sk_unwinding || $__sk_starting) && -z $__sk_debug_saved ]]; then
-        local __sk_t
-        __sk_t=$(builtin trap -p DEBUG)
-        __sk_user_debug=
-        [[ $__sk_t ]] && builtin eval "__sk_grab_trap ${__sk_t#trap }"
-        __sk_debug_saved=1
-        builtin trap '{ __sk_debug; } 59>/dev/null' DEBUG
-    fi
+# RETURN: the user's RETURN trap, but not for the return from the kernel's cell file.
+__sk_return() {
+    local __sk_st=$?
+    __sk_ours && return "$__sk_st"
+    [[ ${FUNCNAME[1]} == source && ${BASH_SOURCE[1]} == "$__sk_cell" ]] && return "$__sk_st"
+    __sk_set_status "$__sk_st"
+    builtin eval "$__sk_user_return" 59>&"$__sk_xtarget"
 }
 
-__sk_restore_debug() {
-    [[ $__sk_debug_saved ]] || return 0
-    __sk_debug_saved=
-    if [[ $__sk_user_debug ]]; then builtin trap -- "$__sk_user_debug" DEBUG; else builtin trap - DEBUG; fi
+__sk_gate_debug='{ __sk_debug; } 59>/dev/null'
+__sk_gate_err='{ __sk_err; } 59>/dev/null'
+__sk_gate_return='{ __sk_return; } 59>/dev/null'
+
+# After a cell that named a trap, with what `trap -p DEBUG` and `trap -p RETURN` said at the top level
+# (a function does not see them); the kernel line then removes them (see __sk_done).
+__sk_take_traps() { # DEBUG-LINE RETURN-LINE
+    __sk_take=
+    local __sk_t __sk_s=DEBUG
+    for __sk_t; do
+        if [[ $__sk_t ]]; then builtin eval "__sk_grab_trap $__sk_s ${__sk_t#trap }"; else __sk_grab_trap "$__sk_s" -- ''; fi
+        __sk_s=RETURN
+    done
 }
 
-__sk_grab_trap() { # -- COMMAND DEBUG : what `trap -p DEBUG` printed
-    __sk_user_debug=$2
+__sk_grab_trap() { # SIGNAL [-- COMMAND SIGNAL] : one line of `trap -p`; the kernel's own are no news
+    local -n __sk_var=__sk_user_${1,,}
+    case ${3-} in
+        "$__sk_gate_debug" | "$__sk_gate_err" | "$__sk_gate_return") ;;
+        *) __sk_var=${3-} ;;
+    esac
 }
 
 # Ending the cell early (an interrupt, a `set -e` failure): a DEBUG trap that simulates `return`
@@ -157,7 +181,8 @@ __sk_abort() { # [status the cell ends with]
     if builtin shopt -q extdebug; then __sk_had_extdebug=1; else __sk_had_extdebug=; fi
     __sk_had_functrace=${-//[^T]/}
     builtin shopt -s extdebug
-    __sk_install_traps
+    builtin trap -- "$__sk_gate_debug" DEBUG
+    __sk_debug_set=1
 }
 
 __sk_on_int() {
@@ -187,11 +212,12 @@ __sk_prepare() {
     fi
     [[ $__sk_verbose ]] && builtin printf '%s\n' "$__sk_code" >&2
     # The user's -e, -v and DEBUG trap come back at the user's first command (see __sk_debug).
-    [[ $__sk_errexit || $__sk_verbose ]] && __sk_starting=2
+    [[ $__sk_errexit || $__sk_verbose || $__sk_user_debug ]] && __sk_starting=2
 }
 
 __sk_start() { # first in the cell file (a sourced file gets no DEBUG trap from outside); $? for the cell
-    [[ $__sk_starting ]] && __sk_install_traps
+    [[ $__sk_starting ]] && builtin trap -- "$__sk_gate_debug" DEBUG && __sk_debug_set=1
+    [[ $__sk_user_return ]] && builtin trap -- "$__sk_gate_return" RETURN
     return "$__sk_last_status"
 } 59>/dev/null
 __sk_blank='^([[:space:]]*(#[^'$'\n'']*)?'$'\n'')*[[:space:]]*(#[^'$'\n'']*)?$'
@@ -206,7 +232,8 @@ __sk_strip_newlines() { # var
 # is ignored by an interactive bash). Line numbers are made the cell's own, and the end of the cell
 # is the end of the file, as bash would say without the function around it.
 __sk_syntax_errors() { # code
-    local err base=$(( LINENO - 2 )); err=$(LC_ALL=C; builtin eval "__sk_check() { $1"$'\n}' 2>&1)
+    [[ $1 =~ $__sk_blank ]] && return 0  # nothing to run (and an empty function body is an error)
+    local err base=$(( LINENO - 3 )); err=$(LC_ALL=C; \builtin eval "__sk_check() { $1"$'\n}' 2>&1)
     [[ $? == 0 ]] && return 0
     if [[ $1 == *\\ ]]; then
         builtin printf 'bash: syntax error: the cell ends with a line continuation (\\)\n'
@@ -223,7 +250,7 @@ __sk_syntax_errors() { # code
                     [[ $line == syntax\ error* ]] || continue
                     line='syntax error: unexpected end of file'
                 fi
-                line="bash: line $n: $line"
+                line="bash: line $n: ${line/#\`__sk_check() \{ /\`}"
             fi
             out+=$line$'\n'
         done <<< "$err"
@@ -240,9 +267,9 @@ __sk_parse_ok() {
         *$'\n'* | *'<<'* | *\\) ;;
         *) return 0 ;;
     esac
-    err=$(__sk_syntax_errors "$code")
+    err=$(\__sk_syntax_errors "$code")
     [[ -z $err ]] && return 0
-    builtin printf '%s' "$err" >&2
+    builtin printf '%s\n' "$err" >&2
     __sk_syntax=1
     return 1
 }
@@ -270,7 +297,15 @@ __sk_done() { # nonce; $? is the cell's status
     fi
     local flags=
     __sk_starting=
-    __sk_restore_debug
+    # Traps: ERR here; DEBUG and RETURN on the kernel's next line, at the top level.
+    __sk_take= __sk_untrap_debug=$__sk_debug_set __sk_untrap_return=$__sk_user_return __sk_debug_set=
+    if [[ $__sk_code == *trap* && $__sk_code == *@(DEBUG|ERR|RETURN)* ]]; then
+        __sk_take=1 __sk_untrap_debug=1 __sk_untrap_return=1
+        local __sk_t
+        __sk_t=$(\builtin trap -p ERR)
+        if [[ $__sk_t ]]; then builtin eval "__sk_grab_trap ERR ${__sk_t#trap }"; else __sk_grab_trap ERR -- ''; fi
+        builtin trap -- "$__sk_gate_err" ERR
+    fi
     if [[ $__sk_interrupted ]]; then
         flags+=i
         __sk_st=130
@@ -278,7 +313,7 @@ __sk_done() { # nonce; $? is the cell's status
         # A one-line cell skipped the check: tell a syntax error from a command's own status 2.
         local code=$__sk_code
         __sk_strip_newlines code
-        [[ $(__sk_syntax_errors "$code") ]] && __sk_syntax=1
+        [[ $(\__sk_syntax_errors "$code") ]] && __sk_syntax=1
     fi
     [[ $__sk_syntax ]] && { flags+=s; __sk_st=2; }
     __sk_last_status=$__sk_st
@@ -371,9 +406,9 @@ display() {
         return 2
     fi
     if (( $# )); then
-        data=$(command base64 -w0 -- "$1") || return 1
+        data=$(\command base64 -w0 -- "$1") || return 1
     else
-        data=$(command base64 -w0) || return 1
+        data=$(\command base64 -w0) || return 1
     fi
     __sk_send DISPLAY "$mime" "$data"
 } 59>/dev/null
@@ -386,24 +421,24 @@ __sk_query() { # nonce
     local -a items=()
     __sk_take "$1" kind arg
     case $kind in
-        commands) builtin mapfile -t items < <(builtin compgen -c -- "$arg") ;;
-        variables) builtin mapfile -t items < <(builtin compgen -v -- "$arg") ;;
+        commands) builtin mapfile -t items < <(\builtin compgen -c -- "$arg") ;;
+        variables) builtin mapfile -t items < <(\builtin compgen -v -- "$arg") ;;
         files)
             local f
             while IFS= builtin read -r f; do
                 [[ -d $f ]] && f+=/
                 items+=("$f")
-            done < <(builtin compgen -f -- "$arg")
+            done < <(\builtin compgen -f -- "$arg")
             ;;
         inspect)
-            items=("$(builtin type -a -- "$arg" 2>&1)")
-            [[ $(builtin type -t -- "$arg") == builtin || $(builtin type -t -- "$arg") == keyword ]] &&
-                items+=("$(builtin help -- "$arg" 2>&1)")
+            items=("$(\builtin type -a -- "$arg" 2>&1)")
+            [[ $(\builtin type -t -- "$arg") == builtin || $(\builtin type -t -- "$arg") == keyword ]] &&
+                items+=("$(\builtin help -- "$arg" 2>&1)")
             ;;
-        parse) items=("$(__sk_syntax_errors "$arg")") ;;
-        jobs) builtin mapfile -t items < <(builtin jobs -rp) ;;
+        parse) items=("$(\__sk_syntax_errors "$arg")") ;;
+        jobs) builtin mapfile -t items < <(\builtin jobs -rp) ;;
     esac
     __sk_send REPLY "$1" "${#items[@]}" "${items[@]}"
 } 59>/dev/null
 
-builtin trap '{ __sk_err; } 59>/dev/null' ERR
+builtin trap -- "$__sk_gate_err" ERR

@@ -29,6 +29,14 @@ MESSAGE_FIELDS = {b"DONE": 5, b"INPUT": 3, b"DISPLAY": 3, b"CWD": 2}
 # bash starts with stderr parked on fd 6 (an interactive bash without a terminal prints job-control
 # notices while it sets up); session.bash puts it back. `-a bash`: bash's messages say "bash:".
 BASH_ARGV = ["/bin/bash", "-c", "exec 6>&2 2>/dev/null; exec -a bash /bin/bash --norc --noprofile --noediting -i /dev/fd/3"]
+# One cell: the second line reports it if bash abandoned the first (an error that jumps back to the
+# top level), then takes the user's DEBUG and RETURN traps aside where the cell set them (only the
+# top level sees them). Quoted names are never the user's aliases.
+CELL_LINES = (
+    '\\__sk_recv {nonce}; \\. "$__sk_cell"; \\__sk_done {nonce}\n'
+    '\\__sk_lost {nonce}; [[ -z $__sk_take ]] || \\__sk_take_traps "$(\\builtin trap -p DEBUG)" "$(\\builtin trap -p RETURN)"; '
+    '[[ -z $__sk_untrap_debug ]] || \\builtin trap - DEBUG; [[ -z $__sk_untrap_return ]] || \\builtin trap - RETURN\n'
+)
 DROPPED = None  # a field too large to keep, in place of its bytes
 
 
@@ -174,9 +182,7 @@ class BashShell:
         for forwarder in self._forwarders.values():
             forwarder.begin_cell()
         try:
-            # The second line reports the cell if bash abandoned the first (an error that jumps
-            # back to the top level); quoted names are never the user's aliases.
-            await self._send_script(f'\\__sk_recv {nonce}; \\. "$__sk_cell"; \\__sk_done {nonce}\n\\__sk_lost {nonce}\n')
+            await self._send_script(CELL_LINES.format(nonce=nonce))
             await self._send_data([nonce, "1" if allow_stdin else "", code])
             return await done
         finally:
@@ -207,10 +213,12 @@ class BashShell:
         nonce = self._cell[0]
         self.sandbox.signal(self.sandbox_id, "int")
         if self._input_task is not None:
-            # bash is blocked in a builtin read of the data pipe, which SIGINT does not end.
             self._input_task.cancel()
             self._input_task = None
-            asyncio.ensure_future(self._send_data(["I"]))
+        # A mark on the data pipe: it ends a builtin read of it (which SIGINT does not), and tells
+        # bash of the interrupt when the command ignored SIGINT (see __sk_err); stray marks are
+        # skipped by the next request.
+        asyncio.ensure_future(self._send_data(["I"]))
         for what, delay in ESCALATION:
             self._loop.call_later(delay, self._escalate, nonce, what)
 
