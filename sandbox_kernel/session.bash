@@ -2,17 +2,17 @@
 #
 # The kernel starts an interactive bash (`-i`, so that an expansion error or a failed `exec` aborts
 # a command instead of ending the shell, as at a prompt) reading /dev/fd/3, and writes fixed lines
-# to fd 3: for a cell `\__sk_recv N && \. CELL; \__sk_done N` and then `\__sk_lost N`, which reports
-# the cell if bash abandoned the first line (an error that jumps back to the top level). Cell code
-# never travels on fd 3: it comes on the data fd and runs through `eval`, so nothing a cell contains
-# can wedge the reader. Output goes to fds 1 and 2 untouched; the end of a cell is a DONE message on
-# the control fd, never something parsed out of the output.
+# to fd 3 (CELL_LINES in shell.py): `\__sk_recv N; \. CELL; ...; \__sk_done N`, then `\__sk_lost N`,
+# which reports the cell if bash abandoned the first line (an error that jumps back to the top
+# level). Cell code never travels on fd 3: it comes on the data fd and runs through `eval`, so
+# nothing a cell contains can wedge the reader. Output goes to fds 1 and 2 untouched; the end of a
+# cell is a DONE message on the control fd, never something parsed out of the output.
 #
 # Everything here must work whatever the user set: protocol functions are parsed now, before any
-# user alias; they call builtins through `builtin`, reset options with `local -`, and trace (set -x)
-# into fd 59, which is /dev/null except while the user's code runs (BASH_XTRACEFD=59). DEBUG, ERR
-# and RETURN are the kernel's traps: the user's commands for them (set through the `trap` function
-# below) run from there, for the user's commands only.
+# user alias; they call builtins through `builtin` (`\builtin` where bash parses at run time:
+# command substitutions, the kernel's lines), reset options with `local -`, and trace (set -x)
+# into fd 59, which is /dev/null except while the user's code runs (BASH_XTRACEFD=59). The user's
+# -e and -v are off while the kernel's code runs and come back at the cell's first command.
 #
 # Fds on entry: 0 stdin that is always at EOF, 1 stdout, 2 /dev/null while bash started (it prints
 # job-control notices), 6 the real stderr, 3 this script (bash reads it through fd 255), 4 data from
@@ -21,7 +21,9 @@
 exec 2>&6 6>&-
 unset BASH_ENV ENV HISTFILE
 BASH_ARGV0=bash
-set +H +m +o history -E  # no job control (background jobs then ignore SIGINT); errtrace: the ERR trap reaches functions, so that `set -e` can end the cell there
+# No history, no job control (background jobs then ignore SIGINT); errtrace, so that the ERR trap
+# reaches functions and `set -e` can end the cell there.
+set +H +m +o history -E
 shopt -s expand_aliases execfail
 # Keep 3-9 free for the user: the protocol fds move above 10.
 exec {__sk_data}<&4 {__sk_ctl}>&5 {__sk_stdin}<&0 3<&- 4<&- 5>&- 59>/dev/null
@@ -44,8 +46,7 @@ __sk_abort_status=
 __sk_starting=
 __sk_user_debug= __sk_user_err= __sk_user_return=  # the user's traps, run by the kernel's
 __sk_debug_set=   # the kernel's DEBUG trap is set
-__sk_take= __sk_untrap_debug= __sk_untrap_return=
-
+__sk_untrap_debug= __sk_untrap_return=
 
 __sk_send() { # fields... : one message to the kernel; the leading NUL ends whatever a cell left unfinished
     builtin printf '%s\0' '' "$@" >&"$__sk_ctl"
@@ -79,7 +80,7 @@ __sk_take() { # nonce var... : skip to the field that is the nonce, then read on
 # cell the kernel's DEBUG and RETURN traps when needed. A cell whose code sets or removes one of
 # these traps (it names it) has them taken over when it ends: `trap - DEBUG` removes it for good.
 
-__sk_ours() { # true if the trap fired for the kernel's own code (FUNCNAME[1] is the trap's function)
+__sk_ours() { # true if the calling trap fired for the kernel's own code (FUNCNAME[2]: where it fired)
     case ${FUNCNAME[2]-main} in
         main | __sk_* | read | display) return 0 ;;
     esac
@@ -105,8 +106,7 @@ __sk_debug() {
         [[ $__sk_errexit ]] && builtin set -e
     fi
     [[ $__sk_user_debug ]] || return 0
-    __sk_set_status "$__sk_st"
-    builtin eval "$__sk_user_debug" 59>&"$__sk_xtarget"
+    __sk_run_trap "$__sk_st" "$__sk_user_debug"
 }
 
 # ERR: under `set -e` a failure ends the cell, not the shell (the trap runs before bash would exit,
@@ -133,8 +133,7 @@ __sk_err() {
         fi
     fi
     [[ $__sk_user_err ]] || return "$__sk_st"
-    __sk_set_status "$__sk_st"
-    builtin eval "$__sk_user_err" 59>&"$__sk_xtarget"
+    __sk_run_trap "$__sk_st" "$__sk_user_err"
     return "$__sk_st"
 }
 __sk_fatal='^(exec|set|export|readonly|unset|shift)([[:space:]]|$)'
@@ -144,8 +143,15 @@ __sk_return() {
     local __sk_st=$?
     __sk_ours && return "$__sk_st"
     [[ ${FUNCNAME[1]} == source && ${BASH_SOURCE[1]} == "$__sk_cell" ]] && return "$__sk_st"
-    __sk_set_status "$__sk_st"
-    builtin eval "$__sk_user_return" 59>&"$__sk_xtarget"
+    __sk_run_trap "$__sk_st" "$__sk_user_return"
+}
+
+__sk_run_trap() { # status command : the user's trap command, with $? as it was (and under the user's -e)
+    if __sk_set_status "$1"; then
+        builtin eval "$2" 59>&"$__sk_xtarget"
+    else
+        builtin eval "$2" 59>&"$__sk_xtarget"
+    fi
 }
 
 __sk_gate_debug='{ __sk_debug; } 59>/dev/null'
@@ -153,9 +159,8 @@ __sk_gate_err='{ __sk_err; } 59>/dev/null'
 __sk_gate_return='{ __sk_return; } 59>/dev/null'
 
 # After a cell that named a trap, with what `trap -p DEBUG` and `trap -p RETURN` said at the top level
-# (a function does not see them); the kernel line then removes them (see __sk_done).
+# (a function does not see them); the kernel's line then removes them there.
 __sk_take_traps() { # DEBUG-LINE RETURN-LINE
-    __sk_take=
     local __sk_t __sk_s=DEBUG
     for __sk_t; do
         if [[ $__sk_t ]]; then builtin eval "__sk_grab_trap $__sk_s ${__sk_t#trap }"; else __sk_grab_trap "$__sk_s" -- ''; fi
@@ -274,8 +279,8 @@ __sk_parse_ok() {
     return 1
 }
 
-__sk_done() { # nonce; $? is the cell's status
-    local __sk_st=$?
+__sk_done() { # nonce [status]; else $? is the cell's status
+    local __sk_st=${2:-$?}
     # The user's -e and -v stay the user's, but off while the kernel's code runs.
     case $- in *e*) __sk_errexit=1; builtin set +e ;; *) [[ $__sk_unwinding ]] || __sk_errexit= ;; esac
     case $- in *v*) __sk_verbose=1; builtin set +v ;; *) [[ $__sk_starting ]] || __sk_verbose= ;; esac
@@ -297,10 +302,10 @@ __sk_done() { # nonce; $? is the cell's status
     fi
     local flags=
     __sk_starting=
-    # Traps: ERR here; DEBUG and RETURN on the kernel's next line, at the top level.
-    __sk_take= __sk_untrap_debug=$__sk_debug_set __sk_untrap_return=$__sk_user_return __sk_debug_set=
-    if [[ $__sk_code == *trap* && $__sk_code == *@(DEBUG|ERR|RETURN)* ]]; then
-        __sk_take=1 __sk_untrap_debug=1 __sk_untrap_return=1
+    # Traps: DEBUG and RETURN were taken at the top level (see CELL_LINES in shell.py), ERR here;
+    # the kernel's own DEBUG and RETURN traps go on the next line.
+    __sk_untrap_debug=$__sk_debug_set __sk_untrap_return=$__sk_user_return __sk_debug_set=
+    if [[ $__sk_code == *trap* ]]; then
         local __sk_t
         __sk_t=$(\builtin trap -p ERR)
         if [[ $__sk_t ]]; then builtin eval "__sk_grab_trap ERR ${__sk_t#trap }"; else __sk_grab_trap ERR -- ''; fi
@@ -344,7 +349,7 @@ read() {
             u) __sk_u=$OPTARG ;;
         esac
     done
-    builtin set +u
+    builtin set +eu  # its failure is the caller's (see __sk_err), not one inside
     if [[ $__sk_u != 0 || ! /proc/self/fd/0 -ef /proc/self/fd/$__sk_stdin || -z $__sk_allow_stdin ]]; then
         builtin read "$@"
         return

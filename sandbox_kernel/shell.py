@@ -2,10 +2,11 @@
 and status, interrupt it, ask it questions (completion, inspection, parsing).
 
 The bash side is session.bash. Five pipes join the two: stdout and stderr (cell output, passed on
-byte-exact), script (one fixed line per request), data (cell code, input replies, query arguments;
-NUL-terminated fields) and control (DONE, INPUT, DISPLAY, REPLY messages; NUL-terminated fields).
-Everything that arrives from bash is untrusted: it is parsed, bounded and never used as a path,
-a PID or a size to act on.
+byte-exact), script (fixed lines per request), data (cell code, input replies, interrupt marks,
+query arguments; NUL-terminated fields) and control (DONE, INPUT, DISPLAY, REPLY messages;
+NUL-terminated fields). Everything that arrives from bash is untrusted: it is parsed, bounded (a few
+times max_message_bytes in all) and never used as a path, a PID or a size to act on; a cell can
+write to the control pipe, so a DONE or REPLY counts only with the nonce of the request waiting.
 """
 
 import asyncio
@@ -29,13 +30,16 @@ MESSAGE_FIELDS = {b"DONE": 5, b"INPUT": 3, b"DISPLAY": 3, b"CWD": 2}
 # bash starts with stderr parked on fd 6 (an interactive bash without a terminal prints job-control
 # notices while it sets up); session.bash puts it back. `-a bash`: bash's messages say "bash:".
 BASH_ARGV = ["/bin/bash", "-c", "exec 6>&2 2>/dev/null; exec -a bash /bin/bash --norc --noprofile --noediting -i /dev/fd/3"]
-# One cell: the second line reports it if bash abandoned the first (an error that jumps back to the
-# top level), then takes the user's DEBUG and RETURN traps aside where the cell set them (only the
-# top level sees them). Quoted names are never the user's aliases.
+# One cell. A cell that names a trap has the user's DEBUG and RETURN traps taken aside at the top
+# level, where they are seen and removed for good (a function sees neither). The second line reports
+# the cell if bash abandoned the first (an error that jumps back to the top level) and removes the
+# kernel's own traps. Quoted names are never the user's aliases.
 CELL_LINES = (
-    '\\__sk_recv {nonce}; \\. "$__sk_cell"; \\__sk_done {nonce}\n'
-    '\\__sk_lost {nonce}; [[ -z $__sk_take ]] || \\__sk_take_traps "$(\\builtin trap -p DEBUG)" "$(\\builtin trap -p RETURN)"; '
-    '[[ -z $__sk_untrap_debug ]] || \\builtin trap - DEBUG; [[ -z $__sk_untrap_return ]] || \\builtin trap - RETURN\n'
+    '\\__sk_recv {nonce}; \\. "$__sk_cell"; __sk_cell_status=$?; [[ $__sk_code != *trap* ]] || '
+    '{{ \\__sk_take_traps "$(\\builtin trap -p DEBUG)" "$(\\builtin trap -p RETURN)"; \\builtin trap - DEBUG; '
+    '\\builtin trap - RETURN; }}; \\__sk_done {nonce} "$__sk_cell_status"\n'
+    '\\__sk_lost {nonce}; [[ -z $__sk_untrap_debug ]] || \\builtin trap - DEBUG; '
+    '[[ -z $__sk_untrap_return ]] || \\builtin trap - RETURN\n'
 )
 DROPPED = None  # a field too large to keep, in place of its bytes
 

@@ -177,3 +177,21 @@ def test_interrupting_a_shell_that_ignores_it_restarts_the_session(new_kernel, t
     r = k.run("trap '' INT; while :; do :; done", interrupt_after=0.5, timeout=10)
     assert (r.ename, r.evalue) == ("Interrupted", "the cell was interrupted (the shell ignored it: session 'default' was restarted)")
     assert k.run('echo "[$X] $PWD"').stdout == f"[] {tmp_path}\n"
+
+
+def _peak_rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def test_what_a_cell_writes_to_the_control_channel_stays_bounded_in_the_kernel(new_kernel):
+    k = new_kernel()
+    before = _peak_rss_kb(k.pid)
+    # On every fd: a reply header that asks for ten million fields, 20 fields of 1 MB, one of 60 MB.
+    flood = (r"printf 'REPLY\0x\09999999\0'; for i in {1..20}; do head -c 1000000 /dev/zero | tr '\0' x; "
+             r"printf '\0'; done; head -c 60000000 /dev/zero | tr '\0' x; printf '\0'")
+    r = k.run(f"for fd in {{10..30}}; do {{ {{ {flood}; }} >&$fd; }} 2>/dev/null; done; echo after", timeout=60)
+    assert (r.status, r.stdout) == ("ok", "after\n")
+    grown_mb = (_peak_rss_kb(k.pid) - before) / 1024
+    assert grown_mb < 40, f"the kernel grew by {grown_mb:.0f} MB"
+    assert k.run("echo next").stdout == "next\n"
