@@ -11,7 +11,8 @@
 # Everything here must work whatever the user set: protocol functions are parsed now, before any
 # user alias; they call builtins through `builtin` (`\builtin` where bash parses at run time:
 # command substitutions, the kernel's lines), reset options with `local -`, and trace (set -x)
-# into fd 59, which is /dev/null except while the user's code runs (BASH_XTRACEFD=59). The user's
+# into fd 59, which is /dev/null except while the user's code runs (BASH_XTRACEFD=59); what the
+# user's code calls (read, display, the traps) puts /dev/null on fd 59 itself. The user's
 # -e and -v are off while the kernel's code runs and come back at the cell's first command.
 #
 # Fds on entry: 0 stdin that is always at EOF, 1 stdout, 2 /dev/null while bash started (it prints
@@ -31,10 +32,13 @@ BASH_XTRACEFD=59
 __sk_xtarget=2  # where the user's traces go: stderr, or the user's own BASH_XTRACEFD
 exec {__sk_cellfd}<"${BASH_SOURCE[0]%/*}/cell.bash"
 # cell.bash, sourced at top level for each cell: `return` ends the cell, and its one line keeps bash's
-# line numbers the cell's. Through /dev/fd, so that no path of the package shows in BASH_SOURCE.
+# line numbers the cell's and is parsed whole before the cell runs (so `set -v` in the cell does not
+# show it). After the cell, a cell that named a trap has the user's DEBUG and RETURN traps taken
+# aside there. Through /dev/fd, so that no path of the package shows in BASH_SOURCE.
 __sk_cell=/dev/fd/$__sk_cellfd
 __sk_last_status=0
 __sk_in_cell=
+__sk_cell_over=  # the cell's own commands are over (the rest of the cell file is the kernel's)
 __sk_interrupted=
 __sk_syntax=
 __sk_allow_stdin=
@@ -46,7 +50,7 @@ __sk_abort_status=
 __sk_starting=
 __sk_user_debug= __sk_user_err= __sk_user_return=  # the user's traps, run by the kernel's
 __sk_debug_set=   # the kernel's DEBUG trap is set
-__sk_untrap_debug= __sk_untrap_return=
+__sk_untrap=()  # the kernel's traps to remove at the top level after a cell
 
 __sk_send() { # fields... : one message to the kernel; the leading NUL ends whatever a cell left unfinished
     builtin printf '%s\0' '' "$@" >&"$__sk_ctl"
@@ -72,7 +76,7 @@ __sk_take() { # nonce var... : skip to the field that is the nonce, then read on
         done
         return 0
     done
-} 59>/dev/null
+}
 
 # -- traps -----------------------------------------------------------------------------------------
 # The user's DEBUG, ERR and RETURN commands are kept aside (__sk_user_*) and run by the kernel's own
@@ -93,6 +97,9 @@ __sk_ours() { # true if the calling trap fired for the kernel's own code (FUNCNA
 __sk_debug() {
     local __sk_st=$?
     __sk_ours && return 0
+    # The first command after the cell's eval, in the cell file: the rest is the kernel's.
+    [[ $BASH_COMMAND == '__sk_cell_status=$?' ]] && __sk_cell_over=1
+    [[ $__sk_cell_over ]] && return 0
     if [[ $__sk_unwinding ]]; then
         (( ${#FUNCNAME[@]} > 2 )) && return 2
         return 0
@@ -159,7 +166,7 @@ __sk_gate_err='{ __sk_err; } 59>/dev/null'
 __sk_gate_return='{ __sk_return; } 59>/dev/null'
 
 # After a cell that named a trap, with what `trap -p DEBUG` and `trap -p RETURN` said at the top level
-# (a function does not see them); the kernel's line then removes them there.
+# of the cell file (a function does not see them), which then removes them there, for good.
 __sk_take_traps() { # DEBUG-LINE RETURN-LINE
     local __sk_t __sk_s=DEBUG
     for __sk_t; do
@@ -198,10 +205,10 @@ __sk_on_int() {
 __sk_recv() { # nonce
     __sk_take "$1" __sk_allow_stdin __sk_code
     builtin trap '{ __sk_on_int; } 59>/dev/null' INT
-    __sk_in_cell=1
+    __sk_in_cell=1 __sk_cell_over=
     __sk_send CWD "$PWD"
     __sk_prepare
-} 59>/dev/null
+}
 
 __sk_prepare() {
     local -
@@ -218,13 +225,14 @@ __sk_prepare() {
     [[ $__sk_verbose ]] && builtin printf '%s\n' "$__sk_code" >&2
     # The user's -e, -v and DEBUG trap come back at the user's first command (see __sk_debug).
     [[ $__sk_errexit || $__sk_verbose || $__sk_user_debug ]] && __sk_starting=2
+    return 0  # (a failing kernel function would fire the ERR trap for nothing)
 }
 
 __sk_start() { # first in the cell file (a sourced file gets no DEBUG trap from outside); $? for the cell
     [[ $__sk_starting ]] && builtin trap -- "$__sk_gate_debug" DEBUG && __sk_debug_set=1
     [[ $__sk_user_return ]] && builtin trap -- "$__sk_gate_return" RETURN
     return "$__sk_last_status"
-} 59>/dev/null
+}
 __sk_blank='^([[:space:]]*(#[^'$'\n'']*)?'$'\n'')*[[:space:]]*(#[^'$'\n'']*)?$'
 
 __sk_strip_newlines() { # var
@@ -279,8 +287,8 @@ __sk_parse_ok() {
     return 1
 }
 
-__sk_done() { # nonce [status]; else $? is the cell's status
-    local __sk_st=${2:-$?}
+__sk_done() { # nonce; $? is the cell's status
+    local __sk_st=$?
     # The user's -e and -v stay the user's, but off while the kernel's code runs.
     case $- in *e*) __sk_errexit=1; builtin set +e ;; *) [[ $__sk_unwinding ]] || __sk_errexit= ;; esac
     case $- in *v*) __sk_verbose=1; builtin set +v ;; *) [[ $__sk_starting ]] || __sk_verbose= ;; esac
@@ -302,9 +310,12 @@ __sk_done() { # nonce [status]; else $? is the cell's status
     fi
     local flags=
     __sk_starting=
-    # Traps: DEBUG and RETURN were taken at the top level (see CELL_LINES in shell.py), ERR here;
-    # the kernel's own DEBUG and RETURN traps go on the next line.
-    __sk_untrap_debug=$__sk_debug_set __sk_untrap_return=$__sk_user_return __sk_debug_set=
+    # Traps: DEBUG and RETURN were taken at the top level of the cell file, ERR here; the kernel's
+    # own DEBUG and RETURN traps go on the next line (a function cannot remove them for good).
+    __sk_untrap=()
+    [[ $__sk_debug_set ]] && __sk_untrap+=(DEBUG)
+    [[ $__sk_user_return ]] && __sk_untrap+=(RETURN)
+    __sk_debug_set=
     if [[ $__sk_code == *trap* ]]; then
         local __sk_t
         __sk_t=$(\builtin trap -p ERR)
@@ -328,15 +339,14 @@ __sk_done() { # nonce [status]; else $? is the cell's status
         builtin exit 1
     fi
     __sk_send DONE "$1" "$__sk_st" "$flags" "$PWD"
-    __sk_set_status "$__sk_st"
-} 59>/dev/null
+}
 
 __sk_lost() { # nonce : the first line of the cell was abandoned (an error at the top level)
     local __sk_st=$?
     [[ $__sk_sent == "$1" ]] && return 0
     __sk_set_status "$__sk_st"
     __sk_done "$1"
-} 59>/dev/null
+}
 
 # The cell's stdin is at EOF for every program; `read` from it asks the frontend instead, when the
 # frontend allows input (an input_request, password=True for -s), and sees EOF otherwise.
@@ -444,6 +454,6 @@ __sk_query() { # nonce
         jobs) builtin mapfile -t items < <(\builtin jobs -rp) ;;
     esac
     __sk_send REPLY "$1" "${#items[@]}" "${items[@]}"
-} 59>/dev/null
+}
 
 builtin trap -- "$__sk_gate_err" ERR

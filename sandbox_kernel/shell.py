@@ -30,17 +30,10 @@ MESSAGE_FIELDS = {b"DONE": 5, b"INPUT": 3, b"DISPLAY": 3, b"CWD": 2}
 # bash starts with stderr parked on fd 6 (an interactive bash without a terminal prints job-control
 # notices while it sets up); session.bash puts it back. `-a bash`: bash's messages say "bash:".
 BASH_ARGV = ["/bin/bash", "-c", "exec 6>&2 2>/dev/null; exec -a bash /bin/bash --norc --noprofile --noediting -i /dev/fd/3"]
-# One cell. A cell that names a trap has the user's DEBUG and RETURN traps taken aside at the top
-# level, where they are seen and removed for good (a function sees neither). The second line reports
-# the cell if bash abandoned the first (an error that jumps back to the top level) and removes the
-# kernel's own traps. Quoted names are never the user's aliases.
-CELL_LINES = (
-    '\\__sk_recv {nonce}; \\. "$__sk_cell"; __sk_cell_status=$?; [[ $__sk_code != *trap* ]] || '
-    '{{ \\__sk_take_traps "$(\\builtin trap -p DEBUG)" "$(\\builtin trap -p RETURN)"; \\builtin trap - DEBUG; '
-    '\\builtin trap - RETURN; }}; \\__sk_done {nonce} "$__sk_cell_status"\n'
-    '\\__sk_lost {nonce}; [[ -z $__sk_untrap_debug ]] || \\builtin trap - DEBUG; '
-    '[[ -z $__sk_untrap_return ]] || \\builtin trap - RETURN\n'
-)
+# One cell; the second line reports it if bash abandoned the first (an error that jumps back to the
+# top level) and removes the kernel's own DEBUG and RETURN traps, at the top level where that holds.
+# Quoted names are never the user's aliases. bash reads these byte by byte: keep them short.
+CELL_LINES = '\\__sk_recv {nonce}; \\. "$__sk_cell"; \\__sk_done {nonce}\n\\__sk_lost {nonce}; [[ -z ${{__sk_untrap-}} ]] || \\builtin trap - "${{__sk_untrap[@]}}"\n'
 DROPPED = None  # a field too large to keep, in place of its bytes
 
 
