@@ -291,7 +291,7 @@ class BashShell:
             self._ctl_buffered -= len(field)
 
     def _expected(self, kind, fields):
-        """Whether fields (after the kind) start a message the kernel is waiting for; None: too few yet."""
+        """Whether fields (kind, nonce, ...) start a message that a request of the kernel waits for."""
         if kind == b"DONE":
             return fields[1] == self._cell[0].encode() if self._cell is not None else False
         if kind == b"REPLY":
