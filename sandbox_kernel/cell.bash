@@ -1,3 +1,1 @@
-if [[ -z $__sk_interrupted ]] && __sk_parse_ok; then __sk_set_status "$__sk_last_status"; eval "$__sk_code"; fi
-# Sourced at top level for each cell (see session.bash): `return` ends the cell, `$?` starts as
-# the last cell's, and the eval stays on line 1 so that bash's line numbers are the cell's.
+\__sk_start; \builtin eval "$__sk_wrapped" 59>&"$__sk_xtarget"; __sk_cell_status=$?; [[ $__sk_code != *trap* ]] || { \__sk_take_traps "$(\builtin trap -p DEBUG)" "$(\builtin trap -p RETURN)"; \builtin trap - DEBUG RETURN; }; \return "$__sk_cell_status"

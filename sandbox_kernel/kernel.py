@@ -167,6 +167,7 @@ class SandboxKernel(Kernel):
         except MagicError as e:
             return self._error("MagicError", str(e))
         target = None
+        made, current = [], self.sessions.current
         for magic in magics:
             try:
                 if magic.action == "cell":
@@ -174,7 +175,10 @@ class SandboxKernel(Kernel):
                     continue
                 shown = self.sandbox.describe() if magic.action == "sandbox" else await self.sessions.apply(magic)
             except (SessionError, SandboxError) as e:
+                await self.sessions.undo(made, current)  # a cell whose magics fail changes nothing
                 return self._error("SessionError", str(e))
+            if magic.action == "create":
+                made.append(magic.name)
             if isinstance(shown, list):
                 text, table = render_table(shown)
                 self.outputs.display_bundle({"text/plain": text, "text/html": table})
@@ -191,6 +195,8 @@ class SandboxKernel(Kernel):
         return self._report(shell, result)
 
     def _report(self, shell, result):
+        if result.escalation == "shell":  # the kernel ended the shell: not the shell's own exit
+            return self._error("Interrupted", f"the cell was interrupted (the shell ignored it: session {shell.name!r} was restarted)")
         if result.exited:
             how = f"exit status {result.status}" if result.status >= 0 else f"signal {-result.status}"
             message = f"session {shell.name!r} ended ({how}); the next cell starts a fresh shell in {shell.cwd}"
@@ -198,8 +204,7 @@ class SandboxKernel(Kernel):
                 return self._error("ShellExited", message)
             self.outputs.stream("stderr", f"[{message}]\n")
         elif result.interrupted or result.escalation:
-            how = {"": "", "term": " (it ignored SIGINT: ended with SIGTERM)", "kill": " (it ignored SIGINT and SIGTERM: killed)",
-                   "shell": f" (the shell ignored it: session {shell.name!r} was restarted)"}[result.escalation]
+            how = {"": "", "term": " (it ignored SIGINT: ended with SIGTERM)", "kill": " (it ignored SIGINT and SIGTERM: killed)"}[result.escalation]
             return self._error("Interrupted", f"the cell was interrupted{how}")
         elif result.syntax_error:
             return self._error("SyntaxError", "bash could not parse the cell; nothing in it ran")

@@ -1,28 +1,59 @@
 # sandbox-kernel: the bash side of one session.
 #
-# The kernel starts `bash /dev/fd/3` and writes one fixed line per request to fd 3; bash runs each
-# line at top level, so a cell behaves as at a prompt (`declare` is global, `break` outside a loop is
-# only an error). Cell code never travels on fd 3: it comes on the data fd and runs through `eval`,
-# so nothing a cell contains can wedge the reader. Output goes to fds 1 and 2 untouched; the end of
-# a cell is a DONE message on the control fd, never something parsed out of the output.
+# The kernel starts an interactive bash (`-i`, so that an expansion error or a failed `exec` aborts
+# a command instead of ending the shell, as at a prompt) reading /dev/fd/3, and writes fixed lines
+# to fd 3 (CELL_LINES in shell.py): `\__sk_recv N; \. CELL; ...; \__sk_done N`, then `\__sk_lost N`,
+# which reports the cell if bash abandoned the first line (an error that jumps back to the top
+# level). Cell code never travels on fd 3: it comes on the data fd and runs through `eval`, so
+# nothing a cell contains can wedge the reader. Output goes to fds 1 and 2 untouched; the end of a
+# cell is a DONE message on the control fd, never something parsed out of the output.
 #
-# Fds on entry: 0 stdin that is always at EOF, 1 stdout, 2 stderr, 3 this script (bash reads it
-# through fd 255), 4 data from the kernel, 5 messages to the kernel (NUL-terminated fields).
+# Everything here must work whatever the user set: protocol functions are parsed now, before any
+# user alias; they call builtins through `builtin` (`\builtin` where bash parses at run time:
+# command substitutions, the kernel's lines), reset options with `local -`, and trace (set -x)
+# into fd 59, which is /dev/null except while the user's code runs (BASH_XTRACEFD=59); what the
+# user's code calls (read, display, the traps) puts /dev/null on fd 59 itself. The user's
+# -e and -v are off while the kernel's code runs and come back at the cell's first command.
+#
+# Fds on entry: 0 stdin that is always at EOF, 1 stdout, 2 /dev/null while bash started (it prints
+# job-control notices), 6 the real stderr, 3 this script (bash reads it through fd 255), 4 data from
+# the kernel, 5 messages to the kernel (NUL-terminated fields).
 
-unset BASH_ENV ENV
+exec 2>&6 6>&-
+unset BASH_ENV ENV HISTFILE
 BASH_ARGV0=bash
-shopt -s expand_aliases  # as at a prompt
+# No history, no job control (background jobs then ignore SIGINT); errtrace, so that the ERR trap
+# reaches functions and `set -e` can end the cell there.
+set +H +m +o history -E
+shopt -s expand_aliases execfail
 # Keep 3-9 free for the user: the protocol fds move above 10.
-exec {__sk_data}<&4 {__sk_ctl}>&5 {__sk_stdin}<&0 3<&- 4<&- 5>&-
-__sk_cell=${BASH_SOURCE[0]%/*}/cell.bash
+exec {__sk_data}<&4 {__sk_ctl}>&5 {__sk_stdin}<&0 3<&- 4<&- 5>&- 59>/dev/null
+BASH_XTRACEFD=59
+__sk_xtarget=2  # where the user's traces go: stderr, or the user's own BASH_XTRACEFD
+exec {__sk_cellfd}<"${BASH_SOURCE[0]%/*}/cell.bash"
+# cell.bash, sourced at top level for each cell: `return` ends the cell, and its one line keeps bash's
+# line numbers the cell's and is parsed whole before the cell runs (so `set -v` in the cell does not
+# show it). After the cell, a cell that named a trap has the user's DEBUG and RETURN traps taken
+# aside there. Through /dev/fd, so that no path of the package shows in BASH_SOURCE.
+__sk_cell=/dev/fd/$__sk_cellfd
 __sk_last_status=0
 __sk_in_cell=
+__sk_cell_over=  # the cell's own commands are over (the rest of the cell file is the kernel's)
 __sk_interrupted=
 __sk_syntax=
 __sk_allow_stdin=
+__sk_sent=
+__sk_errexit=   # the user's `set -e`, off while the kernel's own code runs
+__sk_verbose=   # the user's `set -v`, likewise
+__sk_unwinding=
+__sk_abort_status=
+__sk_starting=
+__sk_user_debug= __sk_user_err= __sk_user_return=  # the user's traps, run by the kernel's
+__sk_debug_set=   # the kernel's DEBUG trap is set
+__sk_untrap=()  # the kernel's traps to remove at the top level after a cell
 
-__sk_send() { # fields... : one message to the kernel
-    printf '%s\0' "$@" >&"$__sk_ctl"
+__sk_send() { # fields... : one message to the kernel; the leading NUL ends whatever a cell left unfinished
+    builtin printf '%s\0' '' "$@" >&"$__sk_ctl"
 }
 
 __sk_set_status() { return "$1"; }
@@ -30,11 +61,12 @@ __sk_set_status() { return "$1"; }
 __sk_field() { # var : one NUL-terminated field from the kernel; 1 if a signal came first
     IFS= builtin read -r -d '' -u "$__sk_data" "$1" && return 0
     (( $? > 128 )) && return 1
-    exit 0 # end of file: the kernel has gone
+    builtin exit 0 # end of file: the kernel has gone
 }
 
 __sk_take() { # nonce var... : skip to the field that is the nonce, then read one field per var
-    local __sk_f
+    local - __sk_f
+    builtin set +euf
     while :; do
         __sk_field __sk_f || continue
         [[ $__sk_f == "$1" ]] || continue
@@ -46,56 +78,196 @@ __sk_take() { # nonce var... : skip to the field that is the nonce, then read on
     done
 }
 
-__sk_recv() { # nonce
-    __sk_take "$1" __sk_allow_stdin __sk_code
-    trap __sk_on_int INT
-    __sk_in_cell=1
+# -- traps -----------------------------------------------------------------------------------------
+# The user's DEBUG, ERR and RETURN commands are kept aside (__sk_user_*) and run by the kernel's own
+# traps, for the user's commands only: between cells only the kernel's ERR trap is set, and in a
+# cell the kernel's DEBUG and RETURN traps when needed. A cell whose code sets or removes one of
+# these traps (it names it) has them taken over when it ends: `trap - DEBUG` removes it for good.
+
+__sk_ours() { # true if the calling trap fired for the kernel's own code (FUNCNAME[2]: where it fired)
+    case ${FUNCNAME[2]-main} in
+        main | __sk_* | read | display) return 0 ;;
+    esac
+    return 1
 }
 
-# Interrupt: SIGINT reaches bash and its foreground children. The trap cannot jump out of the
-# cell by itself, so it arms a DEBUG trap that simulates `return` (extdebug) before each next
-# command until the sourced cell file has returned; loops and functions unwind with it.
-__sk_unwind() {
-    [[ $__sk_in_cell ]] && (( ${#FUNCNAME[@]} > 2 )) && return 2
-    return 0
+# DEBUG: unwinds the cell after an interrupt or a `set -e` failure (with extdebug, status 2 from a
+# DEBUG trap returns from the function or sourced file), gives back -e and -v once the cell has been
+# parsed, and runs the user's DEBUG trap.
+__sk_debug() {
+    local __sk_st=$?
+    __sk_ours && return 0
+    # The first command after the cell's eval, in the cell file: the rest is the kernel's.
+    [[ $BASH_COMMAND == '__sk_cell_status=$?' ]] && __sk_cell_over=1
+    [[ $__sk_cell_over ]] && return 0
+    if [[ $__sk_unwinding ]]; then
+        (( ${#FUNCNAME[@]} > 2 )) && return 2
+        return 0
+    fi
+    if [[ $__sk_starting ]]; then
+        # The first firing is for the kernel's eval; the next one is the user's first command.
+        [[ $__sk_starting == 2 ]] && { __sk_starting=1; return 0; }
+        __sk_starting=
+        [[ $__sk_user_debug ]] || builtin trap - DEBUG
+        [[ $__sk_verbose ]] && builtin set -v
+        [[ $__sk_errexit ]] && builtin set -e
+    fi
+    [[ $__sk_user_debug ]] || return 0
+    __sk_run_trap "$__sk_st" "$__sk_user_debug"
 }
-__sk_on_int() {
-    __sk_interrupted=1
+
+# ERR: under `set -e` a failure ends the cell, not the shell (the trap runs before bash would exit,
+# and turns errexit off for the rest of the cell); then the user's ERR trap. errtrace is on, so this
+# runs in functions and subshells too; a subshell keeps bash's own `set -e`.
+__sk_err() {
+    local __sk_st=$?
+    __sk_ours && return "$__sk_st"
+    case $BASH_COMMAND in  # the kernel's own commands in the cell file: the cell's status, the last one's
+        *'builtin eval "$__sk_wrapped"'* | 'return "$__sk_last_status"') return "$__sk_st" ;;
+    esac
+    [[ $__sk_unwinding ]] && return "$__sk_st"  # commands skipped while the cell unwinds
+    if [[ $__sk_in_cell && $BASHPID == "$$" ]]; then
+        if builtin read -t 0 -u "$__sk_data"; then
+            # The kernel's interrupt mark: the command ignored SIGINT and was ended, and an
+            # interactive bash runs no INT trap for a command that did not die of SIGINT.
+            __sk_on_int
+        elif [[ $- == *e* ]]; then
+            builtin set +e
+            __sk_errexit=1
+            __sk_abort "$__sk_st"
+        elif [[ $BASH_COMMAND =~ $__sk_fatal ]]; then
+            __sk_abort "$__sk_st"  # what would end a script (a failed exec, a bad `set`) ends the cell
+        fi
+    fi
+    [[ $__sk_user_err ]] || return "$__sk_st"
+    __sk_run_trap "$__sk_st" "$__sk_user_err"
+    return "$__sk_st"
+}
+__sk_fatal='^(exec|set|export|readonly|unset|shift)([[:space:]]|$)'
+
+# RETURN: the user's RETURN trap, but not for the return from the kernel's cell file.
+__sk_return() {
+    local __sk_st=$?
+    __sk_ours && return "$__sk_st"
+    [[ ${FUNCNAME[1]} == source && ${BASH_SOURCE[1]} == "$__sk_cell" ]] && return "$__sk_st"
+    __sk_run_trap "$__sk_st" "$__sk_user_return"
+}
+
+__sk_run_trap() { # status command : the user's trap command, with $? as it was (and under the user's -e)
+    if __sk_set_status "$1"; then
+        builtin eval "$2" 59>&"$__sk_xtarget"
+    else
+        builtin eval "$2" 59>&"$__sk_xtarget"
+    fi
+}
+
+__sk_gate_debug='{ __sk_debug; } 59>/dev/null'
+__sk_gate_err='{ __sk_err; } 59>/dev/null'
+__sk_gate_return='{ __sk_return; } 59>/dev/null'
+
+# After a cell that named a trap, with what `trap -p DEBUG` and `trap -p RETURN` said at the top level
+# of the cell file (a function does not see them), which then removes them there, for good.
+__sk_take_traps() { # DEBUG-LINE RETURN-LINE
+    local __sk_t __sk_s=DEBUG
+    for __sk_t; do
+        if [[ $__sk_t ]]; then builtin eval "__sk_grab_trap $__sk_s ${__sk_t#trap }"; else __sk_grab_trap "$__sk_s" -- ''; fi
+        __sk_s=RETURN
+    done
+}
+
+__sk_grab_trap() { # SIGNAL [-- COMMAND SIGNAL] : one line of `trap -p`; the kernel's own are no news
+    local -n __sk_var=__sk_user_${1,,}
+    case ${3-} in
+        "$__sk_gate_debug" | "$__sk_gate_err" | "$__sk_gate_return") ;;
+        *) __sk_var=${3-} ;;
+    esac
+}
+
+# Ending the cell early (an interrupt, a `set -e` failure): a DEBUG trap that simulates `return`
+# (extdebug) before each next command until the sourced cell file has returned; loops and functions
+# unwind with it.
+__sk_abort() { # [status the cell ends with]
     [[ $__sk_in_cell && -z $__sk_unwinding ]] || return 0
     __sk_unwinding=1
-    if shopt -q extdebug; then __sk_had_extdebug=1; else __sk_had_extdebug=; fi
-    __sk_saved_debug=$(trap -p DEBUG)
-    shopt -s extdebug
-    trap __sk_unwind DEBUG
+    __sk_abort_status=${1-}
+    if builtin shopt -q extdebug; then __sk_had_extdebug=1; else __sk_had_extdebug=; fi
+    __sk_had_functrace=${-//[^T]/}
+    builtin shopt -s extdebug
+    builtin trap -- "$__sk_gate_debug" DEBUG
+    __sk_debug_set=1
 }
-trap __sk_on_int INT
+
+__sk_on_int() {
+    __sk_interrupted=1
+    __sk_abort
+}
+
+__sk_recv() { # nonce
+    __sk_take "$1" __sk_allow_stdin __sk_code
+    builtin trap '{ __sk_on_int; } 59>/dev/null' INT
+    __sk_in_cell=1 __sk_cell_over=
+    __sk_send CWD "$PWD"
+    __sk_prepare
+}
+
+__sk_prepare() {
+    local -
+    builtin set +uf
+    __sk_wrapped=
+    [[ -z $__sk_interrupted ]] && __sk_parse_ok || return 0
+    # One line is one command to eval; more lines go in braces, so that an error that aborts a
+    # command (an unbound variable, `${x:?}`) aborts the whole cell. The check has parsed them.
+    if [[ $__sk_code == *$'\n'* ]]; then
+        [[ $__sk_code =~ $__sk_blank ]] || __sk_wrapped="{ $__sk_code"$'\n}'
+    else
+        __sk_wrapped=$__sk_code
+    fi
+    [[ $__sk_verbose ]] && builtin printf '%s\n' "$__sk_code" >&2
+    # The user's -e, -v and DEBUG trap come back at the user's first command (see __sk_debug).
+    [[ $__sk_errexit || $__sk_verbose || $__sk_user_debug ]] && __sk_starting=2
+    return 0  # (a failing kernel function would fire the ERR trap for nothing)
+}
+
+__sk_start() { # first in the cell file (a sourced file gets no DEBUG trap from outside); $? for the cell
+    [[ $__sk_starting ]] && builtin trap -- "$__sk_gate_debug" DEBUG && __sk_debug_set=1
+    [[ $__sk_user_return ]] && builtin trap -- "$__sk_gate_return" RETURN
+    return "$__sk_last_status"
+}
+__sk_blank='^([[:space:]]*(#[^'$'\n'']*)?'$'\n'')*[[:space:]]*(#[^'$'\n'']*)?$'
 
 __sk_strip_newlines() { # var
     local -n __sk_v=$1
     while [[ $__sk_v == *$'\n' ]]; do __sk_v=${__sk_v%$'\n'}; done
 }
 
-# Prints bash's complaint about CODE (nothing if it parses) without running any of it: under
-# `set -n` a non-interactive bash parses each command and executes none, and the subshell keeps
-# that from sticking. Line numbers are made the cell's own.
+# Prints bash's complaint about CODE (nothing if it parses) without running any of it: the code is
+# the body of a function that is defined and never called, in a subshell, so nothing sticks (`set -n`
+# is ignored by an interactive bash). Line numbers are made the cell's own, and the end of the cell
+# is the end of the file, as bash would say without the function around it.
 __sk_syntax_errors() { # code
-    local err base=$(( LINENO + 1 )); err=$(LC_ALL=C; eval $'set -n\n'"$1" 2>&1)
-    if [[ $? != 0 ]]; then
-        local line out=
+    [[ $1 =~ $__sk_blank ]] && return 0  # nothing to run (and an empty function body is an error)
+    local err base=$(( LINENO - 3 )); err=$(LC_ALL=C; \builtin eval "__sk_check() { $1"$'\n}' 2>&1)
+    [[ $? == 0 ]] && return 0
+    if [[ $1 == *\\ ]]; then
+        builtin printf 'bash: syntax error: the cell ends with a line continuation (\\)\n'
+    elif [[ $err =~ here-document\ at\ line\ ([0-9]+)\ delimited\ by\ end-of-file\ \(wanted\ (.*)\) ]]; then
+        builtin printf 'bash: line %d: syntax error: here-document not terminated (wanted %s)\n' \
+            "$(( BASH_REMATCH[1] - base ))" "${BASH_REMATCH[2]}"
+    else
+        local line n out= newlines=${1//[!$'\n']/}
+        local lines=$(( ${#newlines} + 1 ))
         while IFS= builtin read -r line; do
-            [[ $line =~ ^.*:\ eval:\ line\ ([0-9]+):\ (.*)$ ]] &&
-                line="bash: line $(( BASH_REMATCH[1] - base )): ${BASH_REMATCH[2]}"
+            if [[ $line =~ ^.*:\ eval:\ line\ ([0-9]+):\ (.*)$ ]]; then
+                n=$(( BASH_REMATCH[1] - base )) line=${BASH_REMATCH[2]}
+                if (( n > lines )); then # the closing brace around the cell: its end
+                    [[ $line == syntax\ error* ]] || continue
+                    line='syntax error: unexpected end of file'
+                fi
+                line="bash: line $n: ${line/#\`__sk_check() \{ /\`}"
+            fi
             out+=$line$'\n'
         done <<< "$err"
-        printf '%s' "$out"
-    elif [[ $err =~ here-document\ at\ line\ ([0-9]+)\ delimited\ by\ end-of-file\ \(wanted\ (.*)\) ]]; then
-        printf 'bash: line %d: syntax error: here-document not terminated (wanted %s)\n' \
-            "$(( BASH_REMATCH[1] - base ))" "${BASH_REMATCH[2]}"
-    elif [[ $1 == *\\ ]]; then
-        # eval takes a final backslash literally; at a prompt it would wait for more. `(:)` on a
-        # next line is valid after a complete command and an error after a continuation.
-        err=$(LC_ALL=C; eval $'set -n\n'"$1"$'\n(:)' 2>&1) ||
-            printf 'bash: syntax error: the cell ends with a line continuation (\\)\n'
+        builtin printf '%s' "$out"
     fi
 }
 
@@ -108,20 +280,47 @@ __sk_parse_ok() {
         *$'\n'* | *'<<'* | *\\) ;;
         *) return 0 ;;
     esac
-    err=$(__sk_syntax_errors "$code")
+    err=$(\__sk_syntax_errors "$code")
     [[ -z $err ]] && return 0
-    printf '%s' "$err" >&2
+    builtin printf '%s\n' "$err" >&2
     __sk_syntax=1
     return 1
 }
 
-__sk_done() { # nonce; __sk_st holds the cell's status
-    local flags=
+__sk_done() { # nonce; $? is the cell's status
+    local __sk_st=$?
+    # The user's -e and -v stay the user's, but off while the kernel's code runs.
+    case $- in *e*) __sk_errexit=1; builtin set +e ;; *) [[ $__sk_unwinding ]] || __sk_errexit= ;; esac
+    case $- in *v*) __sk_verbose=1; builtin set +v ;; *) [[ $__sk_starting ]] || __sk_verbose= ;; esac
     if [[ $__sk_unwinding ]]; then
-        trap - DEBUG
-        [[ $__sk_saved_debug ]] && eval "$__sk_saved_debug"
-        [[ $__sk_had_extdebug ]] || shopt -u extdebug
         __sk_unwinding=
+        [[ $__sk_abort_status ]] && __sk_st=$__sk_abort_status
+        __sk_abort_status=
+        [[ $__sk_had_extdebug ]] || builtin shopt -u extdebug
+        builtin set -E
+        [[ $__sk_had_functrace ]] && builtin set -T
+    fi
+    local -
+    builtin set +uf
+    __sk_in_cell=
+    __sk_sent=$1
+    if [[ ${BASH_XTRACEFD-} != 59 ]]; then
+        __sk_xtarget=${BASH_XTRACEFD:-2}
+        BASH_XTRACEFD=59
+    fi
+    local flags=
+    __sk_starting=
+    # Traps: DEBUG and RETURN were taken at the top level of the cell file, ERR here; the kernel's
+    # own DEBUG and RETURN traps go on the next line (a function cannot remove them for good).
+    __sk_untrap=()
+    [[ $__sk_debug_set ]] && __sk_untrap+=(DEBUG)
+    [[ $__sk_user_return ]] && __sk_untrap+=(RETURN)
+    __sk_debug_set=
+    if [[ $__sk_code == *trap* ]]; then
+        local __sk_t
+        __sk_t=$(\builtin trap -p ERR)
+        if [[ $__sk_t ]]; then builtin eval "__sk_grab_trap ERR ${__sk_t#trap }"; else __sk_grab_trap ERR -- ''; fi
+        builtin trap -- "$__sk_gate_err" ERR
     fi
     if [[ $__sk_interrupted ]]; then
         flags+=i
@@ -130,18 +329,29 @@ __sk_done() { # nonce; __sk_st holds the cell's status
         # A one-line cell skipped the check: tell a syntax error from a command's own status 2.
         local code=$__sk_code
         __sk_strip_newlines code
-        [[ $(__sk_syntax_errors "$code") ]] && __sk_syntax=1
+        [[ $(\__sk_syntax_errors "$code") ]] && __sk_syntax=1
     fi
     [[ $__sk_syntax ]] && { flags+=s; __sk_st=2; }
     __sk_last_status=$__sk_st
-    __sk_interrupted= __sk_syntax= __sk_code=
+    __sk_interrupted= __sk_syntax= __sk_code= __sk_wrapped=
+    if [[ ! -p /dev/fd/$__sk_ctl || ! -p /dev/fd/$__sk_data ]]; then
+        builtin printf 'bash: the cell closed the session'"'"'s channel to the kernel; the session ends\n' >&2
+        builtin exit 1
+    fi
     __sk_send DONE "$1" "$__sk_st" "$flags" "$PWD"
+}
+
+__sk_lost() { # nonce : the first line of the cell was abandoned (an error at the top level)
+    local __sk_st=$?
+    [[ $__sk_sent == "$1" ]] && return 0
+    __sk_set_status "$__sk_st"
+    __sk_done "$1"
 }
 
 # The cell's stdin is at EOF for every program; `read` from it asks the frontend instead, when the
 # frontend allows input (an input_request, password=True for -s), and sees EOF otherwise.
 read() {
-    local __sk_o __sk_p= __sk_s=0 __sk_u=0 OPTIND=1 OPTERR=0
+    local - __sk_o __sk_p= __sk_s=0 __sk_u=0 OPTIND=1 OPTERR=0
     while getopts ':a:d:ei:n:N:p:rst:u:' __sk_o; do
         case $__sk_o in
             p) __sk_p=$OPTARG ;;
@@ -149,6 +359,7 @@ read() {
             u) __sk_u=$OPTARG ;;
         esac
     done
+    builtin set +eu  # its failure is the caller's (see __sk_err), not one inside
     if [[ $__sk_u != 0 || ! /proc/self/fd/0 -ef /proc/self/fd/$__sk_stdin || -z $__sk_allow_stdin ]]; then
         builtin read "$@"
         return
@@ -160,16 +371,17 @@ read() {
     [[ $__sk_reply == I ]] && { __sk_on_int; return 130; }
     [[ $__sk_reply == V* ]] || return 1
     builtin read "$@" <<< "${__sk_reply#V}"
-}
+} 59>/dev/null
 
 # display [--mime TYPE | --png | --jpeg | --gif | --svg | --html | --markdown | --json | --text] [FILE]
 # Shows FILE (or stdin) in the notebook. The bytes are read here, inside the session, and sent
 # over the session's private channel; the kernel never opens a path.
 display() {
-    local mime= data
+    local - mime= data
+    builtin set +euf
     while (( $# )); do
         case $1 in
-            --mime) [[ $# -ge 2 ]] || { echo "display: --mime needs a type, e.g. --mime image/png" >&2; return 2; }
+            --mime) [[ $# -ge 2 ]] || { builtin echo "display: --mime needs a type, e.g. --mime image/png" >&2; return 2; }
                     mime=$2; shift 2; continue ;;
             --mime=*) mime=${1#--mime=} ;;
             --png) mime=image/png ;;
@@ -181,17 +393,17 @@ display() {
             --json) mime=application/json ;;
             --latex) mime=text/latex ;;
             --text) mime=text/plain ;;
-            -h|--help) echo "usage: display [--mime TYPE | --png | --jpeg | --gif | --svg | --html | --markdown | --json | --latex | --text] [FILE]  (no FILE: read stdin)"; return 0 ;;
+            -h|--help) builtin echo "usage: display [--mime TYPE | --png | --jpeg | --gif | --svg | --html | --markdown | --json | --latex | --text] [FILE]  (no FILE: read stdin)"; return 0 ;;
             --) shift; break ;;
-            -?*) echo "display: unknown option '$1' (see display --help)" >&2; return 2 ;;
+            -?*) builtin echo "display: unknown option '$1' (see display --help)" >&2; return 2 ;;
             *) break ;;
         esac
         shift
     done
-    if (( $# > 1 )); then echo "display: give one file at a time" >&2; return 2; fi
+    if (( $# > 1 )); then builtin echo "display: give one file at a time" >&2; return 2; fi
     if [[ -z $mime ]]; then
         case ${1,,} in
-            '') echo "display: reading stdin needs a type, e.g. --mime image/svg+xml" >&2; return 2 ;;
+            '') builtin echo "display: reading stdin needs a type, e.g. --mime image/svg+xml" >&2; return 2 ;;
             *.png) mime=image/png ;;
             *.jpg|*.jpeg) mime=image/jpeg ;;
             *.gif) mime=image/gif ;;
@@ -201,46 +413,47 @@ display() {
             *.json) mime=application/json ;;
             *.pdf) mime=application/pdf ;;
             *.txt) mime=text/plain ;;
-            *) echo "display: cannot tell the type of '$1'; say it with --mime TYPE" >&2; return 2 ;;
+            *) builtin echo "display: cannot tell the type of '$1'; say it with --mime TYPE" >&2; return 2 ;;
         esac
     fi
     if [[ ! $mime =~ ^[A-Za-z0-9][A-Za-z0-9.+-]*/[A-Za-z0-9][A-Za-z0-9.+-]*$ ]]; then
-        echo "display: '$mime' is not a MIME type" >&2
+        builtin echo "display: '$mime' is not a MIME type" >&2
         return 2
     fi
     if (( $# )); then
-        data=$(base64 -w0 -- "$1") || return 1
+        data=$(\command base64 -w0 -- "$1") || return 1
     else
-        data=$(base64 -w0) || return 1
+        data=$(\command base64 -w0) || return 1
     fi
     __sk_send DISPLAY "$mime" "$data"
-}
+} 59>/dev/null
 
 # Requests that are not cells (completion, inspection, is_complete) answer on the control fd and
 # leave $? and the cell state as they were.
 __sk_query() { # nonce
-    local kind arg
+    local - kind arg
+    builtin set +euf
     local -a items=()
     __sk_take "$1" kind arg
     case $kind in
-        commands) mapfile -t items < <(compgen -c -- "$arg") ;;
-        variables) mapfile -t items < <(compgen -v -- "$arg") ;;
+        commands) builtin mapfile -t items < <(\builtin compgen -c -- "$arg") ;;
+        variables) builtin mapfile -t items < <(\builtin compgen -v -- "$arg") ;;
         files)
             local f
             while IFS= builtin read -r f; do
                 [[ -d $f ]] && f+=/
                 items+=("$f")
-            done < <(compgen -f -- "$arg")
+            done < <(\builtin compgen -f -- "$arg")
             ;;
         inspect)
-            items=("$(type -a -- "$arg" 2>&1)")
-            [[ $(type -t -- "$arg") == builtin || $(type -t -- "$arg") == keyword ]] &&
-                items+=("$(help -- "$arg" 2>&1)")
+            items=("$(\builtin type -a -- "$arg" 2>&1)")
+            [[ $(\builtin type -t -- "$arg") == builtin || $(\builtin type -t -- "$arg") == keyword ]] &&
+                items+=("$(\builtin help -- "$arg" 2>&1)")
             ;;
-        parse) items=("$(__sk_syntax_errors "$arg")") ;;
-        jobs) mapfile -t items < <(jobs -rp) ;;
+        parse) items=("$(\__sk_syntax_errors "$arg")") ;;
+        jobs) builtin mapfile -t items < <(\builtin jobs -rp) ;;
     esac
     __sk_send REPLY "$1" "${#items[@]}" "${items[@]}"
 }
 
-__sk_send CWD "$PWD"
+builtin trap -- "$__sk_gate_err" ERR

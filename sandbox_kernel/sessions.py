@@ -97,6 +97,16 @@ class Sessions:
             return None
         raise AssertionError(magic.action)
 
+    async def undo(self, created, current):
+        """Take back what a cell's magics did before one of them failed: the sessions it created
+        and the session it switched to."""
+        for name in created:
+            shell = self.shells.pop(name, None)
+            self.created.pop(name, None)
+            if shell is not None:
+                await shell.end()
+        self.current = current if current in self.shells else DEFAULT
+
     async def table(self):
         rows = []
         for name, shell in self.shells.items():

@@ -2,10 +2,11 @@
 and status, interrupt it, ask it questions (completion, inspection, parsing).
 
 The bash side is session.bash. Five pipes join the two: stdout and stderr (cell output, passed on
-byte-exact), script (one fixed line per request), data (cell code, input replies, query arguments;
-NUL-terminated fields) and control (DONE, INPUT, DISPLAY, REPLY messages; NUL-terminated fields).
-Everything that arrives from bash is untrusted: it is parsed, bounded and never used as a path,
-a PID or a size to act on.
+byte-exact), script (fixed lines per request), data (cell code, input replies, interrupt marks,
+query arguments; NUL-terminated fields) and control (DONE, INPUT, DISPLAY, REPLY messages;
+NUL-terminated fields). Everything that arrives from bash is untrusted: it is parsed, bounded (a few
+times max_message_bytes in all) and never used as a path, a PID or a size to act on; a cell can
+write to the control pipe, so a DONE or REPLY counts only with the nonce of the request waiting.
 """
 
 import asyncio
@@ -26,6 +27,14 @@ DRAIN_LIMIT = 8 << 20  # what a cell may have left in the pipes when its DONE ar
 # How an interrupt escalates if the foreground command ignores SIGINT (seconds after it).
 ESCALATION = (("term", 0.3), ("kill", 0.6), ("shell", 1.2))
 MESSAGE_FIELDS = {b"DONE": 5, b"INPUT": 3, b"DISPLAY": 3, b"CWD": 2}
+# bash starts with stderr parked on fd 6 (an interactive bash without a terminal prints job-control
+# notices while it sets up); session.bash puts it back. `-a bash`: bash's messages say "bash:".
+BASH_ARGV = ["/bin/bash", "-c", "exec 6>&2 2>/dev/null; exec -a bash /bin/bash --norc --noprofile --noediting -i /dev/fd/3"]
+# One cell; the second line reports it if bash abandoned the first (an error that jumps back to the
+# top level) and removes the kernel's own DEBUG and RETURN traps, at the top level where that holds.
+# Quoted names are never the user's aliases. bash reads these byte by byte: keep them short.
+CELL_LINES = '\\__sk_recv {nonce}; \\. "$__sk_cell"; \\__sk_done {nonce}\n\\__sk_lost {nonce}; [[ -z ${{__sk_untrap-}} ]] || \\builtin trap - "${{__sk_untrap[@]}}"\n'
+DROPPED = None  # a field too large to keep, in place of its bytes
 
 
 class SessionError(Exception):
@@ -72,6 +81,7 @@ class BashShell:
         self._cell = None  # (nonce, future, CellResult, allow_stdin)
         self._queries = {}  # nonce -> future
         self._ctl_fields = []
+        self._ctl_buffered = 0  # bytes in _ctl_fields and _ctl_partial
         self._ctl_partial = bytearray()
         self._ctl_skipping = False
         self._write_lock = asyncio.Lock()
@@ -129,7 +139,7 @@ class BashShell:
         try:
             await self.sandbox.spawn(
                 self.sandbox_id,
-                ["/bin/bash", "--noprofile", "--norc", "/dev/fd/3"],
+                BASH_ARGV,
                 self.env,
                 self.cwd,
                 theirs,
@@ -169,7 +179,7 @@ class BashShell:
         for forwarder in self._forwarders.values():
             forwarder.begin_cell()
         try:
-            await self._send_script(f'__sk_recv {nonce} && . "$__sk_cell"; __sk_st=$? __sk_in_cell=; __sk_done {nonce}\n')
+            await self._send_script(CELL_LINES.format(nonce=nonce))
             await self._send_data([nonce, "1" if allow_stdin else "", code])
             return await done
         finally:
@@ -184,7 +194,7 @@ class BashShell:
         nonce = secrets.token_hex(8)
         reply = self._queries[nonce] = self._loop.create_future()
         try:
-            await self._send_script(f"__sk_query {nonce}\n")
+            await self._send_script(f"\\__sk_query {nonce}\n")
             await self._send_data([nonce, kind, arg])
             return await asyncio.wait_for(reply, 10)
         except asyncio.TimeoutError:
@@ -200,10 +210,12 @@ class BashShell:
         nonce = self._cell[0]
         self.sandbox.signal(self.sandbox_id, "int")
         if self._input_task is not None:
-            # bash is blocked in a builtin read of the data pipe, which SIGINT does not end.
             self._input_task.cancel()
             self._input_task = None
-            asyncio.ensure_future(self._send_data(["I"]))
+        # A mark on the data pipe: it ends a builtin read of it (which SIGINT does not), and tells
+        # bash of the interrupt when the command ignored SIGINT (see __sk_err); stray marks are
+        # skipped by the next request.
+        asyncio.ensure_future(self._send_data(["I"]))
         for what, delay in ESCALATION:
             self._loop.call_later(delay, self._escalate, nonce, what)
 
@@ -243,6 +255,11 @@ class BashShell:
             got += len(data)
             self._forwarders[name].feed(data)
 
+    @property
+    def _ctl_limit(self):
+        """What the kernel keeps of the control channel at most (a cell can write anything to it)."""
+        return 4 * self.max_message_bytes + (1 << 16)
+
     def _read_control(self):
         fd = self._fds.get("control")
         data = self._read(fd) if fd is not None else None
@@ -253,38 +270,66 @@ class BashShell:
             last = i == len(pieces) - 1
             if not self._ctl_skipping:
                 self._ctl_partial += piece
-            if len(self._ctl_partial) > self.max_message_bytes * 64:
-                # An oversized field (a display too large, or garbage): drop it to its end.
+                self._ctl_buffered += len(piece)
+            if not self._ctl_skipping and self._ctl_buffered > self._ctl_limit:
+                # A field too large (a display past the limit, or garbage): dropped to its end.
+                self._ctl_buffered -= len(self._ctl_partial)
                 self._ctl_partial.clear()
                 self._ctl_skipping = True
             if not last:
-                if not self._ctl_skipping:
-                    self._ctl_fields.append(bytes(self._ctl_partial))
+                # (bash starts each message with an empty field, which ends any fragment a cell left)
+                self._ctl_fields.append(DROPPED if self._ctl_skipping else bytes(self._ctl_partial))
                 self._ctl_partial.clear()
                 self._ctl_skipping = False
         self._take_messages()
+        while self._ctl_fields and self._ctl_buffered > self._ctl_limit:
+            self._drop_field()
+
+    def _drop_field(self):
+        field = self._ctl_fields.pop(0)
+        if field is not DROPPED:
+            self._ctl_buffered -= len(field)
+
+    def _expected(self, kind, fields):
+        """Whether fields (kind, nonce, ...) start a message that a request of the kernel waits for."""
+        if kind == b"DONE":
+            return fields[1] == self._cell[0].encode() if self._cell is not None else False
+        if kind == b"REPLY":
+            return fields[1] is not DROPPED and fields[1].decode("ascii", "replace") in self._queries
+        return True
 
     def _take_messages(self):
+        # Anything a cell wrote to the channel is skipped one field at a time, so that a forged or
+        # cut message never swallows the real one after it: a DONE or REPLY is only taken with the
+        # nonce of the request that waits for it.
         fields = self._ctl_fields
         while fields:
             kind = fields[0]
+            need = MESSAGE_FIELDS.get(kind) if kind is not DROPPED else None
             if kind == b"REPLY":
                 if len(fields) < 3:
                     return
                 try:
-                    need = 3 + min(int(fields[2]), 100_000)
-                except ValueError:
-                    del fields[0]
-                    continue
-            else:
-                need = MESSAGE_FIELDS.get(kind)
-                if need is None:  # not a message start: resynchronise on the next field
-                    del fields[0]
-                    continue
+                    need = 3 + int(fields[2])
+                except (TypeError, ValueError):
+                    need = None
+                if need is not None and need > self._ctl_limit // 2:
+                    need = None
+            if need is None:  # not a message start: resynchronise on the next field
+                self._drop_field()
+                continue
+            if len(fields) < 2:
+                return
+            if not self._expected(kind, fields):
+                self._drop_field()
+                continue
             if len(fields) < need:
                 return
             message = fields[1:need]
-            del fields[:need]
+            for _ in range(need):
+                self._drop_field()
+            if DROPPED in message and kind != b"DISPLAY":
+                continue
             self._handle(kind, message)
 
     def _handle(self, kind, message):
@@ -309,7 +354,13 @@ class BashShell:
         elif kind == b"CWD":
             self.live_cwd = text[0]
         elif kind == b"DISPLAY":
+            if message[0] is DROPPED:
+                return
             mime = message[0].decode("ascii", "replace")
+            if message[1] is DROPPED:
+                self.outputs.stream("stderr", f"display: the {mime} data is larger than the kernel takes "
+                                              f"({self._ctl_limit >> 20} MB)\n")
+                return
             self.outputs.display(mime, message[1])
         elif kind == b"REPLY":
             nonce = text[0]
@@ -369,6 +420,8 @@ class BashShell:
         self._close_fds()
         self._ctl_fields.clear()
         self._ctl_partial.clear()
+        self._ctl_buffered = 0
+        self._ctl_skipping = False
 
     def _close_fds(self):
         for fd in self._fds.values():

@@ -7,7 +7,7 @@ import pytest
     "cell, how",
     [
         ("exit 3", "exit status 3"),
-        ("set -e; false; echo not reached", "exit status 1"),
+        ("exec false", "exit status 1"),
         ("kill -9 $$", "signal 9"),
     ],
 )
