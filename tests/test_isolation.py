@@ -810,8 +810,9 @@ def test_a_kernel_under_a_private_tmp_still_reads_its_own_package(tmp_path):
         try:
             r = k.run(f"%sandbox\necho x >> {copy}/sandbox_kernel/session.bash; echo ran")
             assert r.stdout.startswith("isolation:       isolated") and r.stdout.endswith("ran\n"), r.stdout
-            # bash names the file it runs cells from: the copy under /tmp, which stays unchanged.
-            prefix = f"{copy}/sandbox_kernel/cell.bash: line 1: {copy}/sandbox_kernel/session.bash: "
+            # The supervisor runs from the copy under /tmp, which stays unchanged.
+            assert any(p in process_tree(k.pid) for p in processes_named(f"{copy}/sandbox_kernel/supervisor.py"))
+            prefix = f"bash: {copy}/sandbox_kernel/session.bash: "
             assert r.stderr in (prefix + "Read-only file system\n", prefix + "Permission denied\n"), r.stderr
         finally:
             k.shutdown()
