@@ -246,7 +246,7 @@ def take_picture(page, path):
 
 
 # The cells test_sessions_panel runs, in this order, between clicks in the panel.
-SESSION_CELLS = ["%session create build --cwd /tmp --env MODE=ci", "pwd; echo $MODE", "sleep 3", "sleep 300 &",
+SESSION_CELLS = ["%session create build --cwd /tmp --env MODE=ci", "pwd; echo $MODE", "sleep 8", "sleep 300 &",
                  "pwd; pgrep -fx 'sleep 300' || echo no sleep"]
 
 
@@ -284,14 +284,15 @@ def test_sessions_panel(lab, open_notebook, screenshot):
     if screenshot:  # the README's picture: the status bar indicator and the panel, two sessions
         take_picture(page, screenshot)
 
-    # While a cell runs the kernel refuses a restart: the panel shows its one line, and the next
+    # While a cell runs (long enough for a loaded machine to click in time) the kernel refuses a
+    # restart: the panel shows its one line, and the next
     # answer (the refresh once the kernel is idle) clears it.
     cell = run_cell(page, 2, wait=False)
     expect(cell.locator(".jp-InputPrompt")).to_have_text(re.compile(r"\[\*\]"))
     build.locator("[data-action='restart']").click()
     expect(error).to_be_visible()
     expect(error).to_contain_text("a cell is running")
-    expect(cell.locator(".jp-InputPrompt")).to_have_text(DONE, timeout=10_000)
+    expect(cell.locator(".jp-InputPrompt")).to_have_text(DONE, timeout=15_000)
     expect(error).to_be_hidden()
 
     # A background job shows up after the cell (the refresh once the kernel is idle); deleting
