@@ -18,7 +18,9 @@ DEFINITIONS = [
     "stream message; bytes are the UTF-8 bytes of the streams' text",
     "kernel memory: VmHWM of the kernel process (not its children), read after the flood cell",
     "kernels run interleaved: each round measures every kernel once, in an order rotated every round",
-    "targets are ratios against kernels measured in this same run, not absolute promises",
+    "targets: three are ratios against kernels of this same run (trivial cell, 10-command cell, start to "
+    "first reply); four are absolute times or sizes (first streamed line, output throughput, kernel memory, "
+    "`%session create`), which hold for a machine like this one, not for every machine",
 ]
 PACKAGES = ("sandbox-kernel", "bash_kernel", "ipykernel", "jupyter_client", "pyzmq")
 ROOT = Path(__file__).resolve().parent.parent

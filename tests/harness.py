@@ -5,6 +5,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -129,7 +130,7 @@ class Kernel:
             ksm, self._spec_base = _spec_manager(flavor, python)
             self.km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm)
         if flavor == "user":
-            user = ensure_test_user()
+            ensure_test_user()
             conn_dir = user_dir("sk-conn-")
             self.km.connection_file = os.path.join(conn_dir, "kernel.json")
             env.update(HOME=home or user_dir("sk-home-"), USER=TEST_USER, LOGNAME=TEST_USER)
@@ -255,6 +256,18 @@ def process_tree(root):
 def still_running(tree):
     """The processes of a process_tree() that still exist (the same process, not a reused pid)."""
     return sorted(pid for pid, start in tree.items() if (_stat(pid) or (0, None))[1] == start)
+
+
+def stop_server(proc, log):
+    """SIGTERM (a Jupyter server then shuts its kernels down); its process group goes if it
+    lingers."""
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    log.close()
 
 
 def wait_until(predicate, timeout):

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import urllib.request
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from harness import wait_until
+from harness import stop_server, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 # Without the networking flags chromium keeps calling home, which a closed network punishes.
@@ -93,14 +92,7 @@ class LabServer:
         return f"http://127.0.0.1:{self.port}/{path}?token={self.token}"
 
     def stop(self):
-        # SIGTERM: the server shuts its kernels down; its process group goes if it lingers.
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        self.log.close()
+        stop_server(self.proc, self.log)
 
 
 @pytest.fixture(scope="module")

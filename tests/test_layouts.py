@@ -18,7 +18,7 @@ import tempfile
 
 import pytest
 
-from harness import TEST_USER, USER_VENV_PYTHON, Kernel, ensure_test_user
+from harness import USER_VENV_PYTHON, Kernel, ensure_test_user
 
 SANDBOX_UID = 1_960_000_000  # Sandbox.sandbox_uid's default: the root flavour's uid outside
 

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from harness import wait_until
+from harness import stop_server, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -115,13 +114,7 @@ class Server:
         return out
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        self.log.close()
+        stop_server(self.proc, self.log)
 
 
 @pytest.fixture(scope="module")
