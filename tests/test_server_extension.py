@@ -1,7 +1,9 @@
 """The Jupyter Server extension (sandbox_kernel/server_extension.py), in a real `jupyter server` on
 loopback: a sandbox kernel that server started plants links and modules in its directory from a
 cell, then the test saves, checkpoints, renames and deletes through the REST API as JupyterLab
-would, and starts the stock python3 kernel there. The host files stay as they were."""
+would, and starts the stock python3 kernel there. The host files stay as they were. The server runs
+as root and as an unprivileged user (from the user venv `make test` builds), each with files of
+its own user to lose."""
 
 import asyncio
 import json
@@ -10,15 +12,17 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from harness import stop_server, wait_until
+from harness import TEST_USER, USER_VENV_PYTHON, ensure_test_user, stop_server, user_dir, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,15 +31,31 @@ NOTEBOOK = {"cells": [{"cell_type": "markdown", "id": "m", "metadata": {}, "sour
 HOST_TEXT = "# the host's ~/.bashrc\n"
 
 
+def owned_dir(flavor, prefix):
+    """A fresh directory of the flavour's user: what the server, as that user, could write."""
+    return Path(user_dir(prefix)) if flavor == "user" else Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def give(flavor, *paths):
+    if flavor == "user":
+        user = ensure_test_user()
+        for path in paths:
+            os.chown(path, user.pw_uid, user.pw_gid)
+
+
 class Server:
     """`jupyter server` on a free loopback port, with config, data, runtime and HOME of its own
-    (the package's server config and kernelspecs are still found under sys.prefix)."""
+    (the package's server config and kernelspecs are still found under sys.prefix), run as root
+    from the test's venv or as the test user from the user venv."""
 
-    def __init__(self, base):
+    def __init__(self, flavor):
+        self.flavor = flavor
+        base = owned_dir(flavor, "sk-server-")
         self.root = base / "root"
         dirs = {name: base / name for name in ("config", "data", "runtime", "home")}
         for d in [self.root, *dirs.values()]:
             d.mkdir()
+            give(flavor, d)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -45,8 +65,10 @@ class Server:
         env.pop("PYTHONSAFEPATH", None)
         self.log_path = base / "server.log"
         self.log = open(self.log_path, "wb")
+        run_as = ["setpriv", f"--reuid={TEST_USER}", f"--regid={TEST_USER}", "--clear-groups", "--"] if flavor == "user" else []
+        python = USER_VENV_PYTHON if flavor == "user" else sys.executable
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+            [*run_as, python, "-m", "jupyter_server", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
              f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
              f"--ServerApp.root_dir={self.root}"],
             env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -117,9 +139,9 @@ class Server:
         stop_server(self.proc, self.log)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("server"))
+@pytest.fixture(scope="module", params=["root", "user"])
+def server(request):
+    s = Server(request.param)
     yield s
     s.stop()
 
@@ -131,10 +153,13 @@ def sandbox(server):
 
 
 @pytest.fixture
-def host(tmp_path):
-    """A directory outside the server's root, standing for the home of the server's user."""
-    (tmp_path / "bashrc").write_text(HOST_TEXT)
-    return tmp_path
+def host(server):
+    """A directory outside the server's root, standing for the home of the server's user: its
+    files are the server's to write."""
+    home = owned_dir(server.flavor, "sk-host-")
+    (home / "bashrc").write_text(HOST_TEXT)
+    give(server.flavor, home / "bashrc")
+    return home
 
 
 def save(server, path):
@@ -158,6 +183,7 @@ def test_save_and_checkpoint_of_a_plain_notebook_work(server):
     assert status == 201 and checkpoint["id"] == "checkpoint"
     assert (server.root / ".ipynb_checkpoints" / "plain-checkpoint.ipynb").read_text() == (server.root / "plain.ipynb").read_text()
     (server.root / "plain.ipynb").write_text("{}")
+    give(server.flavor, server.root / "plain.ipynb")
     assert server.api("POST", "api/contents/plain.ipynb/checkpoints/checkpoint")[0] == 204
     assert json.loads((server.root / "plain.ipynb").read_text())["nbformat"] == 4
     assert server.api("PATCH", "api/contents/plain.ipynb", {"path": "renamed.ipynb"})[0] == 200
@@ -194,6 +220,7 @@ def test_save_through_a_link_the_cell_planted_is_refused(server, sandbox, host):
 
 def test_rename_and_delete_through_a_link_are_refused(server, sandbox, host):
     (host / "victim").write_text("host data")
+    give(server.flavor, host / "victim")
     assert save(server, "mine.ipynb")[0] == 201
     server.run_cell(sandbox, f"rm -rf .ipynb_checkpoints; ln -sfn {host} away2")
     assert refused(server.api("PATCH", "api/contents/mine.ipynb", {"path": "away2/mine.ipynb"}), "away2")
@@ -219,8 +246,8 @@ def test_a_link_swapped_in_while_the_server_checkpoints_is_never_followed(server
     assert host_unchanged(host)
 
 
-def test_a_module_planted_in_the_notebook_directory_does_not_run_in_a_python_kernel(server, sandbox, tmp_path):
-    marker = tmp_path / "ran-outside-the-sandbox"
+def test_a_module_planted_in_the_notebook_directory_does_not_run_in_a_python_kernel(server, sandbox):
+    marker = owned_dir(server.flavor, "sk-marker-") / "ran-outside-the-sandbox"
     server.run_cell(sandbox, "mkdir -p planted && cat > planted/ipykernel_launcher.py <<'EOF'\n"
                              f"open({str(marker)!r}, 'w').write('planted module ran')\n"
                              "from ipykernel import kernelapp\nkernelapp.launch_new_instance()\nEOF")
