@@ -6,6 +6,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -256,6 +257,13 @@ def process_tree(root):
 def still_running(tree):
     """The processes of a process_tree() that still exist (the same process, not a reused pid)."""
     return sorted(pid for pid, start in tree.items() if (_stat(pid) or (0, None))[1] == start)
+
+
+def free_port():
+    """A loopback TCP port free right now (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def stop_server(proc, log):

@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import pytest
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from harness import TEST_USER, USER_VENV_PYTHON, ensure_test_user, stop_server, user_dir, wait_until
+from harness import TEST_USER, USER_VENV_PYTHON, ensure_test_user, free_port, stop_server, user_dir, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -56,9 +55,7 @@ class Server:
         for d in [self.root, *dirs.values()]:
             d.mkdir()
             give(flavor, d)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.token = secrets.token_hex(16)
         env = dict(os.environ, JUPYTER_CONFIG_DIR=str(dirs["config"]), JUPYTER_DATA_DIR=str(dirs["data"]),
                    JUPYTER_RUNTIME_DIR=str(dirs["runtime"]), HOME=str(dirs["home"]))
