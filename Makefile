@@ -46,7 +46,7 @@ system-deps:
 
 # The build's own requirements go into .venv first, so that pip builds the package there instead
 # of in an isolated environment it fills anew each time (JupyterLab included: about 45 s).
-BUILD_REQUIREMENTS := hatchling>=1.21 hatch-nodejs-version>=0.3.2 hatch-jupyter-builder>=0.9 'jupyterlab>=4,<5'
+BUILD_REQUIREMENTS := 'hatchling>=1.21' 'hatch-nodejs-version>=0.3.2' 'hatch-jupyter-builder>=0.9' 'jupyterlab>=4,<5'
 
 venv: system-deps lab-extension
 	test -x $(PYTHON) || python3 -m venv $(VENV)
