@@ -33,7 +33,7 @@ __sk_xtarget=2  # where the user's traces go: stderr, or the user's own BASH_XTR
 exec {__sk_cellfd}<"${BASH_SOURCE[0]%/*}/cell.bash"
 # cell.bash, sourced at top level for each cell: `return` ends the cell, and its one line keeps bash's
 # line numbers the cell's and is parsed whole before the cell runs (so `set -v` in the cell does not
-# show it). After the cell, a cell that named a trap has the user's DEBUG and RETURN traps taken
+# show it). After a cell that may have called `builtin trap`, the DEBUG and RETURN traps are taken
 # aside there. Through /dev/fd, so that no path of the package shows in BASH_SOURCE.
 __sk_cell=/dev/fd/$__sk_cellfd
 __sk_last_status=0
@@ -46,10 +46,11 @@ __sk_sent=
 __sk_errexit=   # the user's `set -e`, off while the kernel's own code runs
 __sk_verbose=   # the user's `set -v`, likewise
 __sk_unwinding=
+__sk_pending=  # the cell ends after the ERR trap: its status, or `abort` (interrupted)
 __sk_abort_status=
 __sk_starting=
 __sk_user_debug= __sk_user_err= __sk_user_return=  # the user's traps, run by the kernel's
-__sk_debug_set=   # the kernel's DEBUG trap is set
+__sk_debug_set= __sk_return_set=  # the kernel's DEBUG, RETURN trap is set
 __sk_untrap=()  # the kernel's traps to remove at the top level after a cell
 
 __sk_send() { # fields... : one message to the kernel; the leading NUL ends whatever a cell left unfinished
@@ -80,20 +81,22 @@ __sk_take() { # nonce var... : skip to the field that is the nonce, then read on
 
 # -- traps -----------------------------------------------------------------------------------------
 # The user's DEBUG, ERR and RETURN commands are kept aside (__sk_user_*) and run by the kernel's own
-# traps, for the user's commands only: between cells only the kernel's ERR trap is set, and in a
-# cell the kernel's DEBUG and RETURN traps when needed. A cell whose code sets or removes one of
-# these traps (it names it) has them taken over when it ends: `trap - DEBUG` removes it for good.
+# traps (the gates), for the user's commands only: between cells only the kernel's ERR trap is set,
+# and in a cell the kernel's DEBUG and RETURN traps when needed. `trap` is a function that keeps
+# them there, wherever the user's code calls it (a cell, a sourced file, a function), and shows them
+# as the user set them. A gate runs the user's command itself, in the trap's own context, so that
+# $?, $LINENO, FUNCNAME, caller and $BASH_COMMAND are what they would be at a prompt.
 
 __sk_ours() { # true if the calling trap fired for the kernel's own code (FUNCNAME[2]: where it fired)
     case ${FUNCNAME[2]-main} in
-        main | __sk_* | read | display) return 0 ;;
+        main | __sk_* | read | display | trap) return 0 ;;
     esac
     return 1
 }
 
 # DEBUG: unwinds the cell after an interrupt or a `set -e` failure (with extdebug, status 2 from a
 # DEBUG trap returns from the function or sourced file), gives back -e and -v once the cell has been
-# parsed, and runs the user's DEBUG trap.
+# parsed, and has the gate run the user's DEBUG trap (status 3) or remove itself (4).
 __sk_debug() {
     local __sk_st=$?
     __sk_ours && return 0
@@ -105,68 +108,133 @@ __sk_debug() {
         return 0
     fi
     if [[ $__sk_starting ]]; then
-        # The first firing is for the kernel's eval; the next one is the user's first command.
-        [[ $__sk_starting == 2 ]] && { __sk_starting=1; return 0; }
+        # Until the user's first command: the kernel's eval, and the ERR trap's commands for the
+        # status __sk_start gives back (the trap's own commands see the trapped command).
+        case $BASH_COMMAND in *'builtin eval "$__sk_wrapped"'* | 'return "$__sk_last_status"') return 0 ;; esac
         __sk_starting=
-        [[ $__sk_user_debug ]] || builtin trap - DEBUG
         [[ $__sk_verbose ]] && builtin set -v
         [[ $__sk_errexit ]] && builtin set -e
+        # Set for this alone, the gate goes (from the trap itself: a function cannot remove it).
+        [[ $__sk_user_debug ]] || return 4
     fi
     [[ $__sk_user_debug ]] || return 0
-    __sk_run_trap "$__sk_st" "$__sk_user_debug"
+    __sk_tst=$__sk_st
+    return 3  # the gate runs the user's command
 }
 
 # ERR: under `set -e` a failure ends the cell, not the shell (the trap runs before bash would exit,
-# and turns errexit off for the rest of the cell); then the user's ERR trap. errtrace is on, so this
-# runs in functions and subshells too; a subshell keeps bash's own `set -e`.
+# and turns errexit off for the rest of the cell); the gate runs the user's ERR trap (status 0), and
+# then ends the cell (__sk_abort_pending: the unwinding DEBUG trap would skip the user's commands).
+# errtrace is on, so this runs in functions and subshells too; a subshell keeps bash's own `set -e`.
 __sk_err() {
     local __sk_st=$?
-    __sk_ours && return "$__sk_st"
+    __sk_ours && return 1
     case $BASH_COMMAND in  # the kernel's own commands in the cell file: the cell's status, the last one's
-        *'builtin eval "$__sk_wrapped"'* | 'return "$__sk_last_status"') return "$__sk_st" ;;
+        *'builtin eval "$__sk_wrapped"'* | 'return "$__sk_last_status"') return 1 ;;
     esac
-    [[ $__sk_unwinding ]] && return "$__sk_st"  # commands skipped while the cell unwinds
+    [[ $__sk_unwinding ]] && return 1  # commands skipped while the cell unwinds
     if [[ $__sk_in_cell && $BASHPID == "$$" ]]; then
         if builtin read -t 0 -u "$__sk_data"; then
             # The kernel's interrupt mark: the command ignored SIGINT and was ended, and an
             # interactive bash runs no INT trap for a command that did not die of SIGINT.
-            __sk_on_int
+            __sk_interrupted=1 __sk_pending=abort
         elif [[ $- == *e* ]]; then
             builtin set +e
-            __sk_errexit=1
-            __sk_abort "$__sk_st"
+            __sk_errexit=1 __sk_pending=$__sk_st
         elif [[ $BASH_COMMAND =~ $__sk_fatal ]]; then
-            __sk_abort "$__sk_st"  # what would end a script (a failed exec, a bad `set`) ends the cell
+            __sk_pending=$__sk_st  # what would end a script (a failed exec, a bad `set`) ends the cell
         fi
     fi
-    [[ $__sk_user_err ]] || return "$__sk_st"
-    __sk_run_trap "$__sk_st" "$__sk_user_err"
-    return "$__sk_st"
+    [[ $__sk_user_err ]] || return 1
+    __sk_tst=$__sk_st
 }
 __sk_fatal='^(exec|set|export|readonly|unset|shift)([[:space:]]|$)'
 
-# RETURN: the user's RETURN trap, but not for the return from the kernel's cell file.
+# RETURN: the user's RETURN trap (status 0), but not for the return from the kernel's cell file.
 __sk_return() {
     local __sk_st=$?
-    __sk_ours && return "$__sk_st"
-    [[ ${FUNCNAME[1]} == source && ${BASH_SOURCE[1]} == "$__sk_cell" ]] && return "$__sk_st"
-    __sk_run_trap "$__sk_st" "$__sk_user_return"
+    __sk_ours && return 1
+    [[ ${FUNCNAME[1]} == source && ${BASH_SOURCE[1]} == "$__sk_cell" ]] && return 1
+    __sk_tst=$__sk_st
 }
 
-__sk_run_trap() { # status command : the user's trap command, with $? as it was (and under the user's -e)
-    if __sk_set_status "$1"; then
-        builtin eval "$2" 59>&"$__sk_xtarget"
-    else
-        builtin eval "$2" 59>&"$__sk_xtarget"
+# The gates. `if` gives the user's command its $? without that counting as a failure (set -e).
+__sk_user_trap='if \__sk_set_status "$__sk_tst"; then \builtin eval -- "$__sk_user_@" 59>&"$__sk_xtarget"; else \builtin eval -- "$__sk_user_@" 59>&"$__sk_xtarget"; fi'
+__sk_gate_debug='{ \__sk_debug || case $? in 3) '${__sk_user_trap//@/debug}' ;; 4) \builtin trap - DEBUG ;; *) \__sk_set_status 2 ;; esac; } 59>/dev/null'
+__sk_gate_err='{ \__sk_err && { '${__sk_user_trap//@/err}'; }; [[ -z $__sk_pending ]] || \__sk_abort_pending; } 59>/dev/null'
+__sk_gate_return='{ \__sk_return && { '${__sk_user_trap//@/return}'; }; } 59>/dev/null'
+__sk_gate_int='{ \__sk_on_int; } 59>/dev/null'
+__sk_user_ignored=  # " DEBUG" and so on: set to '' by the user, which trap -p shows
+unset -v __sk_user_trap
+
+trap() { # [-lp] [[COMMAND] SIGNAL...] : the builtin, with DEBUG, ERR and RETURN kept for the gates
+    local - __sk_c __sk_s
+    local -a __sk_other=()
+    builtin set +euf
+    case ${1-} in
+        -p) shift; [[ ${1-} == -- ]] && shift; __sk_show_traps "$@"; return ;;
+        --) shift ;;
+        -?*) builtin trap "$@"; return ;;  # -l, or what bash itself words as an error
+    esac
+    (( $# )) || { __sk_show_traps; return; }
+    if (( $# == 1 )) || [[ $1 =~ ^[0-9]+$ ]]; then __sk_c=-; else __sk_c=$1; shift; fi
+    for __sk_s; do
+        case ${__sk_s^^} in
+            DEBUG | ERR | RETURN) __sk_keep_trap "${__sk_s^^}" "$__sk_c" ;;
+            *) __sk_other+=("$__sk_s") ;;
+        esac
+    done
+    (( ${#__sk_other[@]} )) || return 0
+    builtin trap -- "$__sk_c" "${__sk_other[@]}"
+} 59>/dev/null
+
+__sk_keep_trap() { # SIGNAL COMMAND ('-': reset)
+    local -n __sk_var=__sk_user_${1,,}
+    __sk_user_ignored=${__sk_user_ignored// $1/}
+    if [[ $2 == - ]]; then __sk_var=; return 0; fi
+    __sk_var=$2
+    [[ $2 ]] || { __sk_user_ignored+=" $1"; return 0; }
+    # The rest of the cell runs under the user's trap; __sk_done takes the gates away after it.
+    case $1 in
+        DEBUG) builtin trap -- "$__sk_gate_debug" DEBUG; __sk_debug_set=1 ;;
+        RETURN) builtin trap -- "$__sk_gate_return" RETURN; __sk_return_set=1 ;;
+    esac
+    return 0
+}
+
+__sk_show_traps() { # [SIGNAL...] : `trap -p` as the user set the traps, the kernel's own left out
+    local __sk_s __sk_t __sk_line
+    if (( $# == 0 )); then
+        __sk_t=$(\builtin trap -p)
+        [[ $__sk_t ]] && while IFS= builtin read -r __sk_line; do
+            case $__sk_line in
+                "trap -- '$__sk_gate_int' SIGINT" | "trap -- '$__sk_gate_debug' DEBUG" | \
+                "trap -- '$__sk_gate_err' ERR" | "trap -- '$__sk_gate_return' RETURN") ;;
+                *) builtin printf '%s\n' "$__sk_line" ;;
+            esac
+        done <<< "$__sk_t"
+        set -- DEBUG ERR RETURN
     fi
+    for __sk_s; do
+        case ${__sk_s^^} in
+            DEBUG | ERR | RETURN)
+                local -n __sk_var=__sk_user_${__sk_s,,}
+                [[ $__sk_var || $__sk_user_ignored == *" ${__sk_s^^}"* ]] &&
+                    builtin printf "trap -- '%s' %s\n" "${__sk_var//\'/\'\\\'\'}" "${__sk_s^^}"
+                unset -n __sk_var ;;
+            INT | SIGINT | 2)
+                __sk_t=$(\builtin trap -p INT)
+                [[ $__sk_t == "trap -- '$__sk_gate_int' SIGINT" ]] || builtin printf '%s\n' "$__sk_t" ;;
+            *) builtin trap -p "$__sk_s" || return ;;
+        esac
+    done
+    return 0
 }
 
-__sk_gate_debug='{ __sk_debug; } 59>/dev/null'
-__sk_gate_err='{ __sk_err; } 59>/dev/null'
-__sk_gate_return='{ __sk_return; } 59>/dev/null'
-
-# After a cell that named a trap, with what `trap -p DEBUG` and `trap -p RETURN` said at the top level
-# of the cell file (a function does not see them), which then removes them there, for good.
+# `builtin trap` and `command trap` set bash's own traps, past the function: after a cell that may
+# have, with what `trap -p DEBUG` and `trap -p RETURN` said at the top level of the cell file (a
+# function does not see them), which then removes them there, for good.
+__sk_bypass='(builtin|command)[[:space:]].*trap'
 __sk_take_traps() { # DEBUG-LINE RETURN-LINE
     local __sk_t __sk_s=DEBUG
     for __sk_t; do
@@ -190,11 +258,18 @@ __sk_abort() { # [status the cell ends with]
     [[ $__sk_in_cell && -z $__sk_unwinding ]] || return 0
     __sk_unwinding=1
     __sk_abort_status=${1-}
+    [[ $- == *e* ]] && { builtin set +e; __sk_errexit=1; }
     if builtin shopt -q extdebug; then __sk_had_extdebug=1; else __sk_had_extdebug=; fi
     __sk_had_functrace=${-//[^T]/}
     builtin shopt -s extdebug
     builtin trap -- "$__sk_gate_debug" DEBUG
     __sk_debug_set=1
+}
+
+__sk_abort_pending() {
+    local __sk_st=$__sk_pending
+    __sk_pending=
+    [[ $__sk_st == abort ]] && __sk_abort || __sk_abort "$__sk_st"
 }
 
 __sk_on_int() {
@@ -204,7 +279,7 @@ __sk_on_int() {
 
 __sk_recv() { # nonce
     __sk_take "$1" __sk_allow_stdin __sk_code
-    builtin trap '{ __sk_on_int; } 59>/dev/null' INT
+    builtin trap -- "$__sk_gate_int" INT
     __sk_in_cell=1 __sk_cell_over=
     __sk_send CWD "$PWD"
     __sk_prepare
@@ -224,13 +299,13 @@ __sk_prepare() {
     fi
     [[ $__sk_verbose ]] && builtin printf '%s\n' "$__sk_code" >&2
     # The user's -e, -v and DEBUG trap come back at the user's first command (see __sk_debug).
-    [[ $__sk_errexit || $__sk_verbose || $__sk_user_debug ]] && __sk_starting=2
+    [[ $__sk_errexit || $__sk_verbose || $__sk_user_debug ]] && __sk_starting=1
     return 0  # (a failing kernel function would fire the ERR trap for nothing)
 }
 
 __sk_start() { # first in the cell file (a sourced file gets no DEBUG trap from outside); $? for the cell
     [[ $__sk_starting ]] && builtin trap -- "$__sk_gate_debug" DEBUG && __sk_debug_set=1
-    [[ $__sk_user_return ]] && builtin trap -- "$__sk_gate_return" RETURN
+    [[ $__sk_user_return ]] && builtin trap -- "$__sk_gate_return" RETURN && __sk_return_set=1
     return "$__sk_last_status"
 }
 __sk_blank='^([[:space:]]*(#[^'$'\n'']*)?'$'\n'')*[[:space:]]*(#[^'$'\n'']*)?$'
@@ -314,9 +389,9 @@ __sk_done() { # nonce; $? is the cell's status
     # own DEBUG and RETURN traps go on the next line (a function cannot remove them for good).
     __sk_untrap=()
     [[ $__sk_debug_set ]] && __sk_untrap+=(DEBUG)
-    [[ $__sk_user_return ]] && __sk_untrap+=(RETURN)
-    __sk_debug_set=
-    if [[ $__sk_code == *trap* ]]; then
+    [[ $__sk_return_set ]] && __sk_untrap+=(RETURN)
+    __sk_debug_set= __sk_return_set=
+    if [[ $__sk_code =~ $__sk_bypass ]]; then
         local __sk_t
         __sk_t=$(\builtin trap -p ERR)
         if [[ $__sk_t ]]; then builtin eval "__sk_grab_trap ERR ${__sk_t#trap }"; else __sk_grab_trap ERR -- ''; fi

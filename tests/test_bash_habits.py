@@ -85,13 +85,37 @@ def test_set_v_shows_exactly_the_users_lines(new_kernel):
 
 def test_debug_trap_fires_for_the_users_commands_only_and_can_be_removed(new_kernel):
     k = new_kernel()
-    k.run("trap 'echo \"debug: $BASH_COMMAND\"' DEBUG")
-    k.run("true")  # the cell after the one that set it
+    r = k.run("trap 'echo \"debug: $BASH_COMMAND\"' DEBUG\necho first")
+    assert r.stdout == "debug: echo first\nfirst\n"  # nothing of the kernel's lines after it
     r = k.run("echo one\nx=2")
     assert r.stdout == "debug: echo one\none\ndebug: x=2\n"
     k.run("trap - DEBUG")
     assert k.run("echo clean").stdout == "clean\n"
     assert k.run("echo still clean").stdout == "still clean\n"
+
+
+def test_traps_set_and_removed_in_a_sourced_file_or_a_function_hold_as_at_a_prompt(new_kernel):
+    k = new_kernel()
+    k.run("""printf '%s\\n' "trap 'echo \\"D \\$BASH_COMMAND\\"' DEBUG" > /tmp/traps.sh""")
+    assert k.run(". /tmp/traps.sh").stdout == ""
+    assert k.run("echo one").stdout == "D echo one\none\n"
+    r = k.run("untrap() { trap - DEBUG; }\nuntrap")
+    assert r.stdout == "D untrap\n"
+    assert k.run("echo two").stdout == "two\n"
+    assert k.run("echo three").stdout == "three\n"
+
+
+def test_trap_p_shows_the_users_traps_as_bash_prints_them_and_none_of_the_kernels(new_kernel):
+    k = new_kernel()
+    # Between cells and in a cell the kernel holds ERR, INT and, at times, DEBUG and RETURN.
+    assert k.run("trap -p; trap; trap -p INT ERR DEBUG RETURN").stdout == ""
+    quoted = "trap -- 'echo '\\''q'\\''' ERR\n"  # bash's own quoting of echo 'q'
+    r = k.run("trap \"echo 'q'\" ERR; trap 'echo bye' EXIT; trap '' RETURN; trap -p")
+    assert r.stdout == "trap -- 'echo bye' EXIT\n" + quoted + "trap -- '' RETURN\n"
+    assert k.run("trap -p RETURN ERR").stdout == "trap -- '' RETURN\n" + quoted
+    r = k.run("trap - ERR RETURN EXIT; trap -p; trap 'echo x' BOGUS; echo $?")
+    assert (r.stdout, r.stderr) == ("1\n", "bash: trap: BOGUS: invalid signal specification\n")
+    assert k.run("trap -l").stdout.startswith(" 1) SIGHUP")
 
 
 def test_err_trap_fires_for_the_users_failures_and_set_e_still_ends_the_cell(new_kernel):
@@ -105,11 +129,38 @@ def test_err_trap_fires_for_the_users_failures_and_set_e_still_ends_the_cell(new
     assert k.run("false; echo quiet").stdout == "quiet\n"
 
 
+def test_err_trap_sees_the_failing_commands_line_function_and_status(new_kernel):
+    # As `bash -E` runs a script (the kernel keeps errtrace on): the line within the cell, the
+    # function the failure is in, and its status.
+    k = new_kernel()
+    k.run("""trap 'echo "ERR line $LINENO in ${FUNCNAME[0]-top} status $?"' ERR""")
+    r = k.run("g() {\n  (exit 4)\n}\ng\necho end $?")
+    assert r.stdout == "ERR line 2 in g status 4\nERR line 4 in top status 4\nend 4\n"
+    assert k.run("false; echo $?").stdout == "ERR line 1 in top status 1\n1\n"
+
+
+def test_set_e_with_an_err_trap_in_the_same_cell_runs_the_trap_then_ends_the_cell(new_kernel):
+    k = new_kernel()
+    k.run(STATE)
+    r = k.run("set -euo pipefail; trap 'echo \"failed: $?\"' ERR\necho a\nfalse\necho not reached")
+    assert (r.stdout, r.evalue) == ("a\nfailed: 1\n", "exit status 1")
+    r = k.run('echo "$-"')  # the session and its -e are still there
+    assert r.status == "ok" and "e" in r.stdout
+    _state_survives(k)
+
+
+def test_set_v_under_set_e_shows_only_the_users_lines(new_kernel):
+    k = new_kernel()
+    k.run("set -e")
+    assert k.run("set -v\necho v").stderr == ""
+    assert k.run("echo w").stderr == "echo w\n"
+
+
 def test_return_trap_with_extdebug_fires_for_the_users_functions_only(new_kernel):
     k = new_kernel()
-    k.run("shopt -s extdebug; trap 'echo returned' RETURN")
-    k.run("true")
-    r = k.run("g() { :; }\ng\necho after")
+    r = k.run("shopt -s extdebug; trap 'echo returned' RETURN\ng() { :; }\ng\necho after")
+    assert r.stdout == "returned\nafter\n"
+    r = k.run("g\necho after")
     assert r.stdout == "returned\nafter\n"
     k.run("trap - RETURN; shopt -u extdebug")
     assert k.run("g; echo quiet").stdout == "quiet\n"
