@@ -99,6 +99,10 @@ __sk_ours() { # true if the calling trap fired for the kernel's own code (FUNCNA
 # parsed, and has the gate run the user's DEBUG trap (status 3) or remove itself (4).
 __sk_debug() {
     local __sk_st=$?
+    case $__sk_gating in
+        1) return 0 ;;  # a command of the kernel's ERR, RETURN or INT gate
+        2) __sk_gating=0; return 0 ;;  # the gate's eval of the user's command
+    esac
     __sk_ours && return 0
     # The first command after the cell's eval, in the cell file: the rest is the kernel's.
     [[ $BASH_COMMAND == '__sk_cell_status=$?' ]] && __sk_cell_over=1
@@ -138,7 +142,8 @@ __sk_err() {
             # The kernel's interrupt mark: the command ignored SIGINT and was ended, and an
             # interactive bash runs no INT trap for a command that did not die of SIGINT.
             __sk_interrupted=1 __sk_pending=abort
-        elif [[ $- == *e* ]]; then
+        elif [[ $- == *e* || $__sk_starting && $__sk_errexit ]]; then
+            # (-e comes back at the first DEBUG firing, which a failing subshell before it gives none)
             builtin set +e
             __sk_errexit=1 __sk_pending=$__sk_st
         elif [[ $BASH_COMMAND =~ $__sk_fatal ]]; then
@@ -159,11 +164,25 @@ __sk_return() {
 }
 
 # The gates. `if` gives the user's command its $? without that counting as a failure (set -e).
-__sk_user_trap='if \__sk_set_status "$__sk_tst"; then \builtin eval -- "$__sk_user_@" 59>&"$__sk_xtarget"; else \builtin eval -- "$__sk_user_@" 59>&"$__sk_xtarget"; fi'
-__sk_gate_debug='{ \__sk_debug || case $? in 3) '${__sk_user_trap//@/debug}' ;; 4) \builtin trap - DEBUG ;; *) \__sk_set_status 2 ;; esac; } 59>/dev/null'
-__sk_gate_err='{ \__sk_err && { '${__sk_user_trap//@/err}'; }; [[ -z $__sk_pending ]] || \__sk_abort_pending; } 59>/dev/null'
-__sk_gate_return='{ \__sk_return && { '${__sk_user_trap//@/return}'; }; } 59>/dev/null'
-__sk_gate_int='{ \__sk_on_int; } 59>/dev/null'
+# Inside the ERR, RETURN and INT traps, a user's DEBUG trap would fire for the gate's own commands
+# too: their redirection (expanded before any of them runs) sets __sk_gating to 1, which the DEBUG
+# gate passes over, and __sk_user_status to 2, which passes over the eval and then clears.
+__sk_gating=0 __sk_none=
+__sk_hush='59>/dev/null${__sk_none:0:(__sk_gating = __sk_gating ? __sk_gating : 1) * 0}'
+__sk_user_trap='if \__sk_@status "$__sk_tst"; then \builtin eval -- "$__sk_user_@" 59>&"$__sk_xtarget"; else \builtin eval -- "$__sk_user_@" 59>&"$__sk_xtarget"; fi'
+__sk_user_trap=${__sk_user_trap//@status/user_status}
+__sk_gate_debug='{ \__sk_debug || case $? in 3) '${__sk_user_trap//user_status/set_status}' ;; 4) \builtin trap - DEBUG ;; *) \__sk_set_status 2 ;; esac; } 59>/dev/null'
+__sk_gate_debug=${__sk_gate_debug//@/debug}
+__sk_gate_err='{ \__sk_err && { '${__sk_user_trap//@/err}'; }; { [[ -z $__sk_pending ]] || \__sk_abort_pending; __sk_gating=0; } '$__sk_hush'; } '$__sk_hush
+__sk_gate_return='{ \__sk_return && { '${__sk_user_trap//@/return}'; }; { __sk_gating=0; } '$__sk_hush'; } '$__sk_hush
+__sk_gate_int='{ \__sk_on_int; __sk_gating=0; } '$__sk_hush
+unset -v __sk_user_trap __sk_hush
+
+__sk_user_status() { # the gate's eval of the user's command is next (see above); $? for it
+    __sk_gating=2
+    return "$__sk_tst"
+}
+
 __sk_user_ignored=  # " DEBUG" and so on: set to '' by the user, which trap -p shows
 unset -v __sk_user_trap
 

@@ -2,6 +2,7 @@
 machinery never shows (in traces, traps, messages) and cannot be wedged from a cell."""
 
 import re
+import subprocess
 
 import pytest
 
@@ -246,3 +247,12 @@ def test_what_a_cell_writes_to_the_control_channel_stays_bounded_in_the_kernel(n
     grown_mb = (_peak_rss_kb(k.pid) - before) / 1024
     assert grown_mb < 40, f"the kernel grew by {grown_mb:.0f} MB"
     assert k.run("echo next").stdout == "next\n"
+
+
+def test_debug_and_err_traps_together_fire_as_bash_fires_them(new_kernel):
+    # The same lines as a script under `bash -E` (the kernel keeps errtrace on) are the reference.
+    cells = ["trap 'echo \"D $BASH_COMMAND\"' DEBUG; trap 'echo \"E $?\"' ERR", "false",
+             "f() { false; }\nf", "for i in 1 2; do (exit $i); done", "trap - DEBUG ERR", "echo end"]
+    reference = subprocess.run(["bash", "-E"], input="\n".join(cells) + "\n", capture_output=True, text=True).stdout
+    k = new_kernel()
+    assert "".join(k.run(cell).stdout for cell in cells) == reference
