@@ -52,8 +52,9 @@ def user_dir(prefix):
     return path
 
 
-def _spec_manager(flavor, python):
-    """A kernelspec for a flavour other than the installed one, in a directory of its own."""
+def _spec_manager(flavor, python, prefix=()):
+    """A kernelspec for a flavour other than the installed one, in a directory of its own; prefix:
+    a command that runs first, as root, and execs its arguments (where the kernel starts)."""
     base = tempfile.mkdtemp(prefix="sk-spec-")
     spec_dir = os.path.join(base, "kernels", KERNEL_NAME)
     os.makedirs(spec_dir)
@@ -65,6 +66,7 @@ def _spec_manager(flavor, python):
         command = NO_USERNS + command
     elif flavor == "no-landlock":
         command = NO_LANDLOCK + command
+    command = list(prefix) + command
     with open(os.path.join(spec_dir, "kernel.json"), "w") as f:
         json.dump({"argv": command, "display_name": f"sandbox ({flavor})", "language": "bash", "interrupt_mode": "message"}, f)
     return KernelSpecManager(kernel_dirs=[os.path.join(base, "kernels")]), base
@@ -77,6 +79,7 @@ class Result:
     messages: list  # (seconds since the request, msg_type, content)
     elapsed: float
     input_requests: list
+    interrupted_at: float = None  # seconds since the request, when the test interrupted
 
     @property
     def status(self):
@@ -116,19 +119,20 @@ class Result:
 class Kernel:
     """One kernel process, started as Jupyter would start it (the installed kernelspec)."""
 
-    def __init__(self, cwd, options=(), env=None, flavor="root", home=None, connection_file=None):
+    def __init__(self, cwd, options=(), env=None, flavor="root", home=None, connection_file=None, prefix=()):
         """flavor: 'root' (the installed kernelspec, as this test process: root in CI), 'user'
         (the same kernel run by an unprivileged user), 'no-userns' (where namespaces fail) or
         'no-landlock' (a Linux without Landlock).
-        home: the kernel's HOME (by default the test's own as root, a fresh one as the user)."""
+        home: the kernel's HOME (by default the test's own as root, a fresh one as the user).
+        prefix: a command that starts the kernel (run as root, it execs its arguments)."""
         self.flavor = flavor
         self._spec_base = None
         env = dict(env or os.environ)
-        if flavor == "root":
+        if flavor == "root" and not prefix:
             self.km = KernelManager(kernel_name=KERNEL_NAME)
         else:
             python = USER_VENV_PYTHON if flavor == "user" else sys.executable
-            ksm, self._spec_base = _spec_manager(flavor, python)
+            ksm, self._spec_base = _spec_manager(flavor, python, prefix)
             self.km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm)
         if flavor == "user":
             ensure_test_user()
@@ -153,14 +157,20 @@ class Kernel:
     def pid(self):
         return self.km.provisioner.process.pid
 
-    def run(self, code, timeout=60, stdin=None, interrupt_after=None, keep_text=True):
+    def run(self, code, timeout=60, stdin=None, interrupt_after=None, keep_text=True, interrupt_on=None):
         """Execute a cell; stdin: None (no stdin, like nbclient) or a callable prompt, password -> str.
-        keep_text=False: a stream message's text is replaced by its size in bytes (for floods)."""
+        keep_text=False: a stream message's text is replaced by its size in bytes (for floods).
+        interrupt_after: seconds; interrupt_on: a text the cell prints once it is ready for it
+        (a program that must first set up its signal handling, however slow the machine)."""
         messages, inputs = [], []
         start = time.monotonic()
+        interrupted_at = []
 
         def on_output(msg):
             content = msg["content"]
+            if interrupt_on and not interrupted_at and msg["msg_type"] == "stream" and interrupt_on in content["text"]:
+                interrupted_at.append(time.monotonic() - start)
+                self.km.interrupt_kernel()
             if not keep_text and msg["msg_type"] == "stream":
                 content = {**content, "text": len(content["text"].encode())}
             messages.append((time.monotonic() - start, msg["msg_type"], content))
@@ -184,7 +194,10 @@ class Kernel:
         finally:
             if timer is not None:
                 timer.cancel()
-        return Result(reply["content"], reply["metadata"], messages, time.monotonic() - start, inputs)
+        elapsed = time.monotonic() - start
+        if interrupt_after is not None:
+            interrupted_at.append(interrupt_after)
+        return Result(reply["content"], reply["metadata"], messages, elapsed, inputs, (interrupted_at or [None])[0])
 
     def request(self, method, *args):
         """A shell request (complete, inspect, is_complete, kernel_info); its reply's content."""

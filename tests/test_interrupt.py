@@ -14,21 +14,26 @@ INTERRUPT_AT = 0.5
         ("echo start; sleep 30; echo not reached", "the cell was interrupted"),
         ("slow() { sleep 30; }; for i in 1 2 3; do slow; echo not reached; done", "the cell was interrupted"),
         ("while :; do :; done", "the cell was interrupted"),
+        # These print "ready" once they ignore the signals: on a slow machine, python takes longer
+        # than INTERRUPT_AT to start.
         (
-            "python3 -c 'import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(30)'; echo not reached",
+            "python3 -c 'import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print(\"ready\", flush=True); time.sleep(30)'; echo not reached",
             "the cell was interrupted (it ignored SIGINT: ended with SIGTERM)",
         ),
         (
-            "bash -c 'trap \"\" INT TERM; sleep 30'; echo not reached",
+            "bash -c 'trap \"\" INT TERM; echo ready; sleep 30'; echo not reached",
             "the cell was interrupted (it ignored SIGINT and SIGTERM: killed)",
         ),
     ],
 )
 def test_interrupt_stops_the_foreground_command_within_a_second(kernel, cell, how):
     kernel.run("sleep 300 & KEEP=kept; cd /")
-    r = kernel.run(cell, interrupt_after=INTERRUPT_AT)
+    if "ready" in cell:
+        r = kernel.run(cell, interrupt_on="ready")
+    else:
+        r = kernel.run(cell, interrupt_after=INTERRUPT_AT)
     assert (r.status, r.ename, r.evalue) == ("error", "Interrupted", how)
-    assert r.elapsed < INTERRUPT_AT + 1.0
+    assert r.elapsed < r.interrupted_at + 1.0
     assert "not reached" not in r.stdout
     after = kernel.run("echo $? $KEEP $PWD; jobs")
     assert after.stdout.startswith("130 kept /\n[1]+  Running")
