@@ -234,16 +234,28 @@ def take_picture(page, path):
     page.screenshot(path=path)
 
 
-# The cells test_sessions_panel runs, in this order, between clicks in the panel.
-SESSION_CELLS = ["%session create build --cwd /tmp --env MODE=ci", "pwd; echo $MODE", "sleep 8", "sleep 300 &",
+def stays_shown(page, node, text, seconds):
+    """Checks that node shows text at every tenth of a second for so many seconds (expect() is
+    satisfied by the first moment it does)."""
+    for tenth in range(round(seconds * 10)):
+        assert node.is_visible() and text in node.text_content(), f"gone after {tenth / 10} s"
+        page.wait_for_timeout(100)
+
+
+# The cells test_sessions_panel runs, in this order, between clicks in the panel; the third runs
+# until the test creates the file RELEASE in the notebook's directory.
+RELEASE = "release"
+SESSION_CELLS = ["%session create build --cwd /tmp --env MODE=ci", "pwd; echo $MODE",
+                 "until [ -e {release} ]; do sleep 0.1; done", "sleep 300 &",
                  "pwd; pgrep -fx 'sleep 300' || echo no sleep"]
 
 
 def test_sessions_panel(lab, open_notebook, screenshot):
     # A notebook (and so a kernel) of its own: the other tests' kernel keeps only `default`.
     nb = notebook("sandbox", "Bash (sandbox)", "bash")
-    nb["cells"] = [{"cell_type": "code", "id": f"c{i}", "source": source, "metadata": {}, "outputs": [],
-                    "execution_count": None} for i, source in enumerate(SESSION_CELLS)]
+    release = lab.root / RELEASE
+    nb["cells"] = [{"cell_type": "code", "id": f"c{i}", "source": source.format(release=release), "metadata": {},
+                    "outputs": [], "execution_count": None} for i, source in enumerate(SESSION_CELLS)]
     (lab.root / "sessions.ipynb").write_text(json.dumps(nb))
     page = open_notebook(lab, "sessions.ipynb")
     # The execution indicator may say idle before the kernel's connection is up, and a cell run
@@ -273,16 +285,34 @@ def test_sessions_panel(lab, open_notebook, screenshot):
     if screenshot:  # the README's picture: the status bar indicator and the panel, two sessions
         take_picture(page, screenshot)
 
-    # While a cell runs (long enough for a loaded machine to click in time) the kernel refuses a
-    # restart: the panel shows its one line, and the next
-    # answer (the refresh once the kernel is idle) clears it.
+    # While a cell runs the kernel refuses a restart, and the panel's line stays through the
+    # panel's own refreshes: the one due after the cell before (the click usually comes first)
+    # and the one when the panel is shown again (answered once the rows are drawn anew).
     cell = run_cell(page, 2, wait=False)
-    expect(cell.locator(".jp-InputPrompt")).to_have_text(re.compile(r"\[\*\]"))
+    running = cell.locator(".jp-InputPrompt")
+    expect(running).to_have_text(re.compile(r"\[\*\]"))
+    refusal = "a cell is running"
     build.locator("[data-action='restart']").click()
-    # One check that polls: the panel's next refresh (its comm request makes the kernel report
-    # busy and idle) may clear the line soon after it shows.
-    expect(error).to_contain_text("a cell is running")
-    expect(cell.locator(".jp-InputPrompt")).to_have_text(DONE, timeout=15_000)
+    expect(error).to_contain_text(refusal)
+    stays_shown(page, error, refusal, 2.5)
+    rows.first.evaluate("n => { n.dataset.stale = '' }")
+    page.locator(SESSIONS_TAB).click()
+    expect(panel).to_be_hidden()
+    page.locator(SESSIONS_TAB).click()
+    expect(panel.locator(f"{ROW}[data-stale]")).to_have_count(0)
+    stays_shown(page, error, refusal, 0.5)
+    # The next action's answer replaces it (`use` is carried out while a cell runs).
+    default.locator("[data-action='use']").click()
+    expect(default).to_have_attribute("data-current", "true")
+    expect(error).to_be_hidden()
+    build.locator("[data-action='use']").click()
+    expect(build).to_have_attribute("data-current", "true")
+    # The end of the cell takes it away: the reason no longer holds.
+    build.locator("[data-action='restart']").click()
+    expect(error).to_contain_text(refusal)
+    expect(running).to_have_text(re.compile(r"\[\*\]"))
+    release.touch()
+    expect(running).to_have_text(DONE, timeout=15_000)
     expect(error).to_be_hidden()
 
     # A background job shows up after the cell (the refresh once the kernel is idle); deleting

@@ -4,6 +4,9 @@
 // panel's own actions, so the panel asks again only when it is shown, when another notebook or
 // console comes to the front, when that one's kernel changes or restarts, and once its kernel is
 // idle after cells (debounced, so that a burst of cells costs one request).
+// A refused action's line (a restart while a cell runs, ...) is kept by the panel, not taken from
+// every answer: it stays, through any refresh, until it may no longer hold, that is until the
+// answer to the next action on that kernel, the end of a cell there, or a restart of the kernel.
 
 import {
   ILayoutRestorer,
@@ -62,6 +65,7 @@ class SessionsController {
     context.statusChanged.connect((_, status) => {
       if (status === 'restarting' || status === 'autorestarting') {
         restarted = true;
+        this.forgetRefusal(context);
       } else if (status === 'idle' && restarted) {
         // The restart disposed of the comm: refresh opens a new one.
         restarted = false;
@@ -69,11 +73,22 @@ class SessionsController {
       }
     });
     context.iopubMessage.connect((_, msg) => {
-      if (cellFinished(msg) && context === this.currentContext()) {
+      if (!cellFinished(msg)) {
+        return;
+      }
+      this.forgetRefusal(context); // the refresh below shows the panel without it
+      if (context === this.currentContext()) {
         window.clearTimeout(this.debounce);
         this.debounce = window.setTimeout(() => void this.refresh(), IDLE_DEBOUNCE_MS);
       }
     });
+  }
+
+  private forgetRefusal(context: ISessionContext): void {
+    const kernel = context.session?.kernel;
+    if (kernel) {
+      this.refusals.delete(kernel);
+    }
   }
 
   refreshIf(context: ISessionContext): void {
@@ -127,10 +142,20 @@ class SessionsController {
     let answered = false;
     comm.onMsg = msg => {
       answered = true;
+      const snapshot = msg.content.data as unknown as ISnapshot;
+      const request = (msg.parent_header as Partial<KernelMessage.IHeader>).msg_id ?? '';
+      // The answer to an action says whether it was refused; a list or an opening says nothing
+      // about earlier refusals.
+      if (this.actions.delete(request)) {
+        if (snapshot.error) {
+          this.refusals.set(kernel, snapshot.error);
+        } else {
+          this.refusals.delete(kernel);
+        }
+      }
       // An answer for a kernel that is no longer in front is dropped.
       const context = this.currentContext();
       if (context?.session?.kernel === kernel) {
-        const snapshot = msg.content.data as unknown as ISnapshot;
         this.show(kernel, `${context.kernelDisplayName}: ${context.name}`, snapshot);
       }
     };
@@ -149,7 +174,7 @@ class SessionsController {
     const kernel = this.currentContext()?.session?.kernel;
     const comm = kernel && this.comms.get(kernel);
     if (comm && !comm.isDisposed) {
-      comm.send({ action, name });
+      this.actions.add(comm.send({ action, name }).msg.header.msg_id);
     } else {
       void this.refresh(); // the kernel restarted under the panel: show what it has now
     }
@@ -161,11 +186,16 @@ class SessionsController {
     snapshot: ISnapshot | null
   ): void {
     this.shownKernel = kernel;
-    this.panel.render(header, snapshot);
+    const refusal = (kernel && this.refusals.get(kernel)) ?? null;
+    this.panel.render(header, snapshot && { ...snapshot, error: refusal });
   }
 
   private readonly comms = new WeakMap<Kernel.IKernelConnection, Kernel.IComm>();
   private readonly refused = new WeakSet<Kernel.IKernelConnection>();
+  /** Each kernel's standing refusal line (see the top of this file). */
+  private readonly refusals = new WeakMap<Kernel.IKernelConnection, string>();
+  /** The msg_ids of the actions sent whose answers have not come yet. */
+  private readonly actions = new Set<string>();
   private shownKernel: Kernel.IKernelConnection | null = null;
   private generation = 0;
   private debounce = 0;
