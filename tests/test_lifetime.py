@@ -33,7 +33,7 @@ def test_shutdown_ends_every_process_the_shell_started(new_kernel):
     tree = _started(k, tag)
     k.shutdown()
     assert wait_until(lambda: not processes_named(tag), 2), processes_named(tag)
-    assert wait_until(lambda: not still_running(tree), 10), still_running(tree)  # the supervisor's too
+    assert wait_until(lambda: not still_running(tree), 2), still_running(tree)  # the supervisor's too
 
 
 def test_restart_ends_every_process_and_gives_a_fresh_shell(new_kernel):
@@ -44,7 +44,7 @@ def test_restart_ends_every_process_and_gives_a_fresh_shell(new_kernel):
     k.km.restart_kernel(now=False)
     k.kc.wait_for_ready(timeout=60)
     assert wait_until(lambda: not processes_named(tag), 2), processes_named(tag)
-    assert wait_until(lambda: not still_running(tree), 10), still_running(tree)  # the supervisor's too
+    assert wait_until(lambda: not still_running(tree), 2), still_running(tree)  # the supervisor's too
     assert k.run('echo "[$BEFORE]"').stdout == "[]\n"
 
 
@@ -54,4 +54,4 @@ def test_killed_kernel_takes_the_sandbox_with_it(new_kernel):
     tree = _started(k, tag)
     os.kill(k.pid, signal.SIGKILL)
     assert wait_until(lambda: not processes_named(tag), 2), processes_named(tag)
-    assert wait_until(lambda: not still_running(tree), 10), still_running(tree)  # the supervisor's too
+    assert wait_until(lambda: not still_running(tree), 2), still_running(tree)  # the supervisor's too
