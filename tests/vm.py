@@ -1,0 +1,227 @@
+"""A Linux guest with cgroup v2 only, booted to run one bash script as root: for the tests of
+what this machine cannot show (its cgroup controllers are all bound to v1; most users' are v2).
+
+    result = run_in_vm("cat /sys/fs/cgroup/cgroup.controllers", timeout=60)
+    result.returncode, result.stdout, result.stderr, result.boot_seconds
+
+The guest is Debian's User-mode Linux 6.1 (`make vm-kernel` unpacks it into build/vm/uml): a
+Linux kernel that runs as a process of this machine, so it needs no KVM (the KVM of this kind of
+machine cannot boot a stock kernel at a usable speed). One CPU (UML is uniprocessor), 2 GiB, no
+network but its own loopback, cgroup2 alone on /sys/fs/cgroup (`cgroup_no_v1=all`) with the
+memory, cpu and pids controllers, user namespaces, seccomp; no Landlock (Debian's UML is built
+without it), no /dev/kvm.
+
+Its root is this machine's root filesystem, that filesystem alone (none of the mounts on it),
+through hostfs. The kernel process runs in a mount namespace of its own that holds nothing but a
+read-only, nodev bind mount of / (and the run's output directory), so nothing in the guest can
+write to this machine, whatever it does. An overlay with a tmpfs above makes the root writable
+inside, privately (a test can useradd, pytest can write its cache). Fresh tmpfs on /run and
+/var/tmp, and on /tmp a fresh ext4 (so that the root kernel's workspace there can be an idmapped
+mount, which 6.1 cannot make of tmpfs or overlayfs); its own /proc, /sys, /dev (devtmpfs, devpts,
+/dev/shm, /dev/net/tun). The rest of this machine is there as it was at boot: the checkout, .venv,
+/usr, /etc/passwd.
+
+The script runs as root in /root with a plain environment; its stdout, stderr and exit status
+come back through files the guest writes into a directory made for that run alone.
+"""
+
+import dataclasses
+import glob
+import os
+import select
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UML_TREE = os.path.join(REPO, "build", "vm", "uml")
+# overlay: the writable layer; tun: what slirp4netns needs.
+MODULES = ["overlay", "tun"]
+KERNEL_ARGS = ["quiet", "root=/dev/root", "rootfstype=hostfs", "rootflags=/", "ro",
+               # cgroup v2 only, as on a host whose systemd uses the unified hierarchy
+               "systemd.unified_cgroup_hierarchy=1", "cgroup_no_v1=all",
+               # the console (init's messages, the start marker) on stdout; no serial lines
+               "con=null", "con0=fd:0,fd:1", "ssl=null"]
+START_MARKER = b"sk-vm: script started"
+TMP_DISK_BYTES = 8 << 30
+
+
+class VMError(Exception):
+    """The guest could not be started, or died before the script ended (not the script's failure)."""
+
+
+@dataclasses.dataclass
+class VMResult:
+    returncode: int | None  # None: timed out
+    stdout: str
+    stderr: str
+    timed_out: bool
+    boot_seconds: float | None  # from starting the guest to the script's start
+    seconds: float  # from starting the guest to its end
+    console: str  # the guest's console and kernel messages, for diagnosis
+
+
+# PID 1 of the guest, on the read-only root: it builds the writable root below /mnt/root and
+# moves it onto / as switch_root would (a chroot would forbid user namespaces), then stage 2 runs
+# the script and powers off.
+INIT = r"""#!/bin/bash
+fail() { echo "vm init: $*"; echo o > /proc/sysrq-trigger; sleep 60; }
+run=@RUN@
+mount -n -t proc proc /proc && mount -n -t sysfs sysfs /sys || fail "proc, sys"  # /dev: the kernel mounts it
+for ko in @MODULES@; do insmod "$ko" || fail "insmod $ko"; done
+mount -n -t tmpfs -o mode=0755 tmpfs /mnt && mkdir /mnt/upper /mnt/work /mnt/root || fail "tmpfs for the overlay"
+mount -n -t overlay -o lowerdir=/,upperdir=/mnt/upper,workdir=/mnt/work overlay /mnt/root || fail "overlay on the root"
+new=/mnt/root
+# /tmp: ext4, where the root kernel's workspace can be an idmapped mount (6.1 cannot idmap tmpfs or overlayfs)
+mount -n -t ext4 -o nosuid,nodev /dev/ubda "$new/tmp" && chmod 1777 "$new/tmp" || fail "ext4 on /tmp"
+mount -n -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$new/var/tmp" || fail "tmpfs on /var/tmp"
+mount -n -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$new/run" && mkdir -p "$new/run/vm/out" || fail "tmpfs on /run"
+cp "$run/script" "$run/stage2" "$new/run/vm/" && mount -n -t hostfs -o "$run/out" none "$new/run/vm/out" || fail "the run's directory"
+chmod 0666 /dev/net/tun  # as udev leaves it: slirp4netns opens it as any user
+mkdir /dev/pts /dev/shm && ln -s /proc/self/fd /dev/fd && ln -s fd/0 /dev/stdin && ln -s fd/1 /dev/stdout && ln -s fd/2 /dev/stderr
+for d in dev proc sys; do mount -n --move "/$d" "$new/$d" || fail "move /$d"; done
+mount -n -t devpts -o nosuid,noexec,gid=5,mode=0620,ptmxmode=0666 devpts "$new/dev/pts" \
+  && mount -n -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$new/dev/shm" || fail "/dev/pts, /dev/shm"
+# as systemd mounts it
+mount -n -t cgroup2 -o nosuid,nodev,noexec,nsdelegate,memory_recursiveprot cgroup2 "$new/sys/fs/cgroup" || fail "cgroup2"
+ip link set lo up && hostname sk-vm || fail "loopback"
+cd "$new" && mount -n --move . / || fail "move the root"
+exec chroot . /bin/bash /run/vm/stage2
+"""
+
+STAGE2 = r"""printf 'sk-vm: script started\n'
+cd /root
+env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root USER=root LOGNAME=root \
+  LANG=C.UTF-8 /bin/bash /run/vm/script </dev/null >/run/vm/out/stdout 2>/run/vm/out/stderr
+echo $? > /run/vm/out/status
+sync
+echo o > /proc/sysrq-trigger
+sleep 60
+"""
+
+
+def _kernel():
+    """(linux.uml, modules dir) of the kernel `make vm-kernel` unpacked."""
+    linux = os.path.join(UML_TREE, "usr", "bin", "linux.uml")
+    modules = glob.glob(os.path.join(UML_TREE, "usr", "lib", "uml", "modules", "*"))
+    if not os.path.exists(os.path.join(UML_TREE, ".complete")) or len(modules) != 1:
+        raise VMError(f"no guest kernel in {UML_TREE}: run `make vm-kernel`")
+    return linux, modules[0]
+
+
+def _module_files(modules_dir, names):
+    """The .ko files of the named modules and what they depend on, in the order to load them."""
+    deps = {}
+    with open(os.path.join(modules_dir, "modules.dep")) as f:
+        for line in f:
+            path, _, needs = line.partition(":")
+            deps[path] = needs.split()
+    by_name = {os.path.basename(p).split(".")[0].replace("-", "_"): p for p in deps}
+    order = []
+
+    def visit(path):
+        if path not in order:
+            for d in reversed(deps[path]):  # modules.dep lists them last-loaded first
+                visit(d)
+            order.append(path)
+
+    for name in names:
+        if name not in by_name:
+            raise VMError(f"the guest kernel has no module {name}")
+        visit(by_name[name])
+    return [os.path.join(modules_dir, p) for p in order]
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+# The guest's kernel process, in new mount and PID namespaces: / is a read-only, nodev, nosuid
+# bind mount of this machine's root filesystem (pivot_root drops everything else), with the run's
+# output directory and the disk of the guest's /tmp bound writable into it, and a read-only proc of the new PID namespace; UML
+# keeps its memory in a tmpfs. It is PID 1 there, so
+# that its helper processes die with it.
+CONFINE = r"""set -e
+run=$1; shift
+mount --bind / "$run/root"
+mount -o remount,bind,ro,nodev,nosuid "$run/root"
+mount --bind "$run/out" "$run/root$run/out"
+mount --bind "$run/tmp.ext4" "$run/root$run/tmp.ext4"
+mount -t tmpfs -o mode=0700 tmpfs "$run/root$run/mem"
+cd "$run/root"
+pivot_root . ".$run/old"
+mount -t proc -o ro,nosuid,nodev,noexec proc /proc  # UML reads it (the host's CPU)
+umount -l "$run/old"
+export TMPDIR="$run/mem"
+exec "$@"
+"""
+
+
+def run_in_vm(script, timeout=60, memory_mib=2048):
+    """Boot a guest, run script (bash) in it as root and power it off: a VMResult. A script still
+    running after timeout seconds (boot included) is killed with its guest (timed_out, returncode
+    None); a guest that cannot start or dies before the script ends raises VMError."""
+    linux, modules_dir = _kernel()
+    modules = _module_files(modules_dir, MODULES)
+    run = tempfile.mkdtemp(prefix="sk-vm-", dir="/tmp")
+    for d in ("root", "out", "mem", "old"):
+        os.mkdir(os.path.join(run, d))
+    with open(os.path.join(run, "init"), "w") as f:
+        f.write(INIT.replace("@RUN@", shlex.quote(run)).replace("@MODULES@", " ".join(map(shlex.quote, modules))))
+    os.chmod(os.path.join(run, "init"), 0o755)
+    disk = os.path.join(run, "tmp.ext4")
+    with open(disk, "wb") as f:
+        f.truncate(TMP_DISK_BYTES)  # sparse: the guest's /tmp takes what it uses
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", disk], check=True)
+    for name, text in (("script", script), ("stage2", STAGE2)):
+        with open(os.path.join(run, name), "w") as f:
+            f.write(text)
+    console_path = os.path.join(run, "console")
+    console_log = open(console_path, "wb")
+    args = [*KERNEL_ARGS, f"ubd0={disk}", f"mem={memory_mib}M", f"init={run}/init", f"uml_dir={run}/mem", "umid=sk-vm"]
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
+         "sh", "-c", CONFINE, "sh", run, linux, *args],
+        # the console's input: a pipe (UML refuses /dev/null), never written
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=console_log, start_new_session=True)
+    console, started, timed_out = b"", None, False
+    try:
+        deadline = start + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            if select.select([proc.stdout], [], [], left)[0]:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                console += chunk
+                if started is None and START_MARKER in console:
+                    started = time.monotonic() - start
+        if timed_out:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        seconds = time.monotonic() - start
+        console_log.close()
+        text = console.decode(errors="replace") + _read(console_path)
+        status = _read(os.path.join(run, "out", "status")).strip()
+        if not timed_out and not status:
+            raise VMError(f"the guest ended before the script did (exit status {proc.returncode}):\n{text}")
+        return VMResult(returncode=None if timed_out else int(status),
+                        stdout=_read(os.path.join(run, "out", "stdout")),
+                        stderr=_read(os.path.join(run, "out", "stderr")),
+                        timed_out=timed_out, boot_seconds=started, seconds=seconds, console=text)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        shutil.rmtree(run, ignore_errors=True)
