@@ -10,8 +10,9 @@ USER_VENV := /opt/sandbox-kernel-tests/venv
 # python3-pip: the packages-install test runs Debian's pip inside the sandbox.
 # git, tmux and ssh-agent (openssh-client): the layout tests put a repository, a tmux server and an
 # agent beside the kernel, as a user's machine has them.
-# kmod: the cgroup-v2 tests' guest (tests/vm.py) loads its kernel's modules with insmod.
-DEBIAN_PACKAGES := bash coreutils procps util-linux iproute2 slirp4netns python3 python3-venv python3-pip chromium git tmux openssh-client kmod
+# kmod and e2fsprogs: the cgroup-v2 tests' guest (tests/vm.py) loads its kernel's modules with
+# insmod and gets an ext4 /tmp from mkfs.ext4.
+DEBIAN_PACKAGES := bash coreutils procps util-linux iproute2 slirp4netns python3 python3-venv python3-pip chromium git tmux openssh-client kmod e2fsprogs
 # The JupyterLab extension (jupyter_extension/): node and npm build it, prebuilt into the wheel;
 # the browser test drives Debian's chromium.
 EXT := jupyter_extension
