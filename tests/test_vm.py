@@ -28,6 +28,25 @@ def test_the_guest_has_cgroup_v2_only_with_memory_cpu_and_pids():
     assert r.returncode == 0, r.stderr
 
 
+def test_the_guest_enforces_memory_pids_and_cpu_limits():
+    """What the limits tests rely on: a cgroup's memory.max OOM-kills, pids.max refuses forks,
+    cpu.max throttles."""
+    r = vm.run_in_vm("""
+        echo +memory +cpu +pids > /sys/fs/cgroup/cgroup.subtree_control
+        cg=/sys/fs/cgroup/limited && mkdir $cg
+        echo 64M > $cg/memory.max; echo 3 > $cg/pids.max; echo "10000 100000" > $cg/cpu.max
+        in_cg() { sh -c 'echo $$ > $0/cgroup.procs && exec "$@"' $cg "$@"; }
+        in_cg python3 -c 'bytearray(256 << 20)'; echo "python: $?"
+        in_cg sh -c 'for i in 1 2 3 4; do sleep 1 & done; wait' 2>/dev/null; echo "forks: $?"
+        in_cg timeout 1 sh -c 'while :; do :; done'
+        grep oom_kill $cg/memory.events; grep max $cg/pids.events; grep nr_throttled $cg/cpu.stat
+    """, timeout=60)
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["python: 137", "forks: 2"], r.stderr
+    assert lines[2] == "oom_kill 1" and lines[3] != "max 0"
+    assert int(lines[4].split()[1]) > 0
+
+
 def test_the_scripts_stdout_stderr_and_exit_status_come_back_apart_from_the_kernels_messages():
     r = vm.run_in_vm("printf 'out\\0put\\n'; echo err >&2; echo $(id -u) $PWD; exit 7", timeout=60)
     assert (r.returncode, r.stdout, r.stderr, r.timed_out) == (7, "out\0put\n0 /root\n", "err\n", False)
