@@ -29,7 +29,6 @@ import dataclasses
 import glob
 import os
 import select
-import shlex
 import shutil
 import signal
 import subprocess
@@ -64,44 +63,100 @@ class VMResult:
     console: str  # the guest's console and kernel messages, for diagnosis
 
 
-# PID 1 of the guest, on the read-only root: it builds the writable root below /mnt/root and
-# moves it onto / as switch_root would (a chroot would forbid user namespaces), then stage 2 runs
-# the script and powers off.
-INIT = r"""#!/bin/bash
-fail() { echo "vm init: $*"; echo o > /proc/sysrq-trigger; sleep 60; }
-run=@RUN@
-mount -n -t proc proc /proc && mount -n -t sysfs sysfs /sys || fail "proc, sys"  # /dev: the kernel mounts it
-for ko in @MODULES@; do insmod "$ko" || fail "insmod $ko"; done
-mount -n -t tmpfs -o mode=0755 tmpfs /mnt && mkdir /mnt/upper /mnt/work /mnt/root || fail "tmpfs for the overlay"
-mount -n -t overlay -o lowerdir=/,upperdir=/mnt/upper,workdir=/mnt/work overlay /mnt/root || fail "overlay on the root"
-new=/mnt/root
-# /tmp: ext4, where the root kernel's workspace can be an idmapped mount (6.1 cannot idmap tmpfs or overlayfs)
-mount -n -t ext4 -o nosuid,nodev /dev/ubda "$new/tmp" && chmod 1777 "$new/tmp" || fail "ext4 on /tmp"
-mount -n -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$new/var/tmp" || fail "tmpfs on /var/tmp"
-mount -n -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$new/run" && mkdir -p "$new/run/vm/out" || fail "tmpfs on /run"
-cp "$run/script" "$run/stage2" "$new/run/vm/" && mount -n -t hostfs -o "$run/out" none "$new/run/vm/out" || fail "the run's directory"
-chmod 0666 /dev/net/tun  # as udev leaves it: slirp4netns opens it as any user
-mkdir /dev/pts /dev/shm && ln -s /proc/self/fd /dev/fd && ln -s fd/0 /dev/stdin && ln -s fd/1 /dev/stdout && ln -s fd/2 /dev/stderr
-for d in dev proc sys; do mount -n --move "/$d" "$new/$d" || fail "move /$d"; done
-mount -n -t devpts -o nosuid,noexec,gid=5,mode=0620,ptmxmode=0666 devpts "$new/dev/pts" \
-  && mount -n -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$new/dev/shm" || fail "/dev/pts, /dev/shm"
-# as systemd mounts it
-mount -n -t cgroup2 -o nosuid,nodev,noexec,nsdelegate,memory_recursiveprot cgroup2 "$new/sys/fs/cgroup" || fail "cgroup2"
-ip link set lo up && hostname sk-vm || fail "loopback"
-cd "$new" && mount -n --move . / || fail "move the root"
-exec chroot . /bin/bash /run/vm/stage2
-"""
+# PID 1 of the guest, one Python process (each fork and exec costs UML about 60 ms): on the
+# read-only root it builds the writable root below /mnt/root and moves it onto / as switch_root
+# would (a chroot would forbid user namespaces), runs the script, reaps orphans until it ends,
+# and powers off.
+INIT = r"""#!/usr/bin/python3 -IS
+import ctypes, fcntl, os, socket, struct
 
-STAGE2 = r"""printf 'sk-vm: script started\n'
-cd /root
-env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root USER=root LOGNAME=root \
-  LANG=C.UTF-8 /bin/bash /run/vm/script </dev/null >/run/vm/out/stdout 2>/run/vm/out/stderr
-echo $? > /run/vm/out/status
-sync
-echo o > /proc/sysrq-trigger
-sleep 60
-"""
+RUN, MODULES, NEW = @RUN@, @MODULES@, "/mnt/root"
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_MOVE = 2, 4, 8, 8192
+libc = ctypes.CDLL(None, use_errno=True)
 
+
+def check(result, what):
+    if result != 0:
+        raise OSError(ctypes.get_errno(), what)
+
+
+def mount(source, target, fstype, flags=0, data=""):
+    check(libc.mount(source.encode(), target.encode(), fstype and fstype.encode(), ctypes.c_ulong(flags), data.encode()),
+          f"mount {fstype or source} on {target}")
+
+
+def power_off():
+    os.sync()
+    libc.reboot(0x4321FEDC)  # RB_POWER_OFF
+
+
+def setup():
+    mount("proc", "/proc", "proc")
+    mount("sysfs", "/sys", "sysfs")  # /dev: the kernel mounts it
+    for ko in MODULES:
+        fd = os.open(ko, os.O_RDONLY)
+        check(libc.syscall(313, fd, b"", 0), f"finit_module {ko}")
+        os.close(fd)
+    mount("tmpfs", "/mnt", "tmpfs", 0, "mode=0755")
+    for d in ("upper", "work", "root"):
+        os.mkdir(f"/mnt/{d}")
+    mount("overlay", NEW, "overlay", 0, "lowerdir=/,upperdir=/mnt/upper,workdir=/mnt/work")
+    # /tmp: ext4, where the root kernel's workspace can be an idmapped mount (6.1 cannot idmap tmpfs or overlayfs)
+    mount("/dev/ubda", f"{NEW}/tmp", "ext4", MS_NOSUID | MS_NODEV)
+    os.chmod(f"{NEW}/tmp", 0o1777)
+    mount("tmpfs", f"{NEW}/var/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    mount("tmpfs", f"{NEW}/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+    os.makedirs(f"{NEW}/run/vm/out")
+    with open(f"{RUN}/script", "rb") as src, open(f"{NEW}/run/vm/script", "wb") as dst:
+        dst.write(src.read())
+    mount("none", f"{NEW}/run/vm/out", "hostfs", 0, f"{RUN}/out")
+    os.chmod("/dev/net/tun", 0o666)  # as udev leaves it: slirp4netns opens it as any user
+    os.mkdir("/dev/pts")
+    os.mkdir("/dev/shm")
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "fd/0"), ("stdout", "fd/1"), ("stderr", "fd/2")):
+        os.symlink(target, f"/dev/{name}")
+    for d in ("dev", "proc", "sys"):
+        mount(f"/{d}", f"{NEW}/{d}", None, MS_MOVE)
+    mount("devpts", f"{NEW}/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "gid=5,mode=0620,ptmxmode=0666")
+    mount("tmpfs", f"{NEW}/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    # as systemd mounts it
+    mount("cgroup2", f"{NEW}/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, "nsdelegate,memory_recursiveprot")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # lo up: SIOCGIFFLAGS, SIOCSIFFLAGS | IFF_UP
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, 0x8913, struct.pack("16sH14x", b"lo", 0)))[1]
+        fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))
+    socket.sethostname("sk-vm")
+    os.chdir(NEW)
+    mount(".", "/", None, MS_MOVE)
+    os.chroot(".")
+    os.chdir("/root")
+
+
+def run_script():
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "USER": "root",
+           "LOGNAME": "root", "LANG": "C.UTF-8"}
+    pid = os.fork()
+    if pid == 0:
+        for fd, path, mode in ((0, "/dev/null", os.O_RDONLY), (1, "/run/vm/out/stdout", os.O_WRONLY | os.O_CREAT),
+                               (2, "/run/vm/out/stderr", os.O_WRONLY | os.O_CREAT)):
+            os.dup2(os.open(path, mode, 0o644), fd)
+        os.execve("/bin/bash", ["bash", "/run/vm/script"], env)
+    while True:  # PID 1 reaps whatever is orphaned, until the script ends
+        reaped, status = os.wait()
+        if reaped == pid:
+            code = os.waitstatus_to_exitcode(status)
+            return code if code >= 0 else 128 - code
+
+
+try:
+    setup()
+    print("sk-vm: script started", flush=True)
+    status = run_script()
+    with open("/run/vm/out/status", "w") as f:
+        f.write(f"{status}\n")
+except OSError as e:
+    print(f"vm init: {e}", flush=True)
+power_off()
+"""
 
 def _kernel():
     """(linux.uml, modules dir) of the kernel `make vm-kernel` unpacked."""
@@ -174,15 +229,14 @@ def run_in_vm(script, timeout=60, memory_mib=2048):
     for d in ("root", "out", "mem", "old"):
         os.mkdir(os.path.join(run, d))
     with open(os.path.join(run, "init"), "w") as f:
-        f.write(INIT.replace("@RUN@", shlex.quote(run)).replace("@MODULES@", " ".join(map(shlex.quote, modules))))
+        f.write(INIT.replace("@RUN@", repr(run)).replace("@MODULES@", repr(modules)))
     os.chmod(os.path.join(run, "init"), 0o755)
     disk = os.path.join(run, "tmp.ext4")
     with open(disk, "wb") as f:
         f.truncate(TMP_DISK_BYTES)  # sparse: the guest's /tmp takes what it uses
     subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", disk], check=True)
-    for name, text in (("script", script), ("stage2", STAGE2)):
-        with open(os.path.join(run, name), "w") as f:
-            f.write(text)
+    with open(os.path.join(run, "script"), "w") as f:
+        f.write(script)
     console_path = os.path.join(run, "console")
     console_log = open(console_path, "wb")
     args = [*KERNEL_ARGS, f"ubd0={disk}", f"mem={memory_mib}M", f"init={run}/init", f"uml_dir={run}/mem", "umid=sk-vm"]
