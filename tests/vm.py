@@ -13,8 +13,8 @@ without it), no /dev/kvm.
 
 Its root is this machine's root filesystem, that filesystem alone (none of the mounts on it),
 through hostfs. The kernel process runs in a mount namespace of its own that holds nothing but a
-read-only, nodev bind mount of / (and the run's output directory), so nothing in the guest can
-write to this machine, whatever it does. An overlay with a tmpfs above makes the root writable
+read-only, nodev bind mount of / (and the run's own files: its output directory, the disk of the
+guest's /tmp), so nothing in the guest can write to this machine, whatever it does. An overlay with a tmpfs above makes the root writable
 inside, privately (a test can useradd, pytest can write its cache). Fresh tmpfs on /run and
 /var/tmp, and on /tmp a fresh ext4 (so that the root kernel's workspace there can be an idmapped
 mount, which 6.1 cannot make of tmpfs or overlayfs); its own /proc, /sys, /dev (devtmpfs, devpts,
@@ -200,9 +200,9 @@ def _read(path):
 
 # The guest's kernel process, in new mount and PID namespaces: / is a read-only, nodev, nosuid
 # bind mount of this machine's root filesystem (pivot_root drops everything else), with the run's
-# output directory and the disk of the guest's /tmp bound writable into it, and a read-only proc of the new PID namespace; UML
-# keeps its memory in a tmpfs. It is PID 1 there, so
-# that its helper processes die with it.
+# output directory and the disk of the guest's /tmp bound writable into it, a tmpfs for UML's
+# memory, and a read-only proc of the new PID namespace. UML is PID 1 there, so that its helper
+# processes die with it.
 CONFINE = r"""set -e
 run=$1; shift
 mount --bind / "$run/root"
@@ -219,6 +219,21 @@ exec "$@"
 """
 
 
+def _prepare(run, script, modules):
+    for d in ("root", "out", "mem", "old"):
+        os.mkdir(os.path.join(run, d))
+    with open(os.path.join(run, "init"), "w") as f:
+        f.write(INIT.replace("@RUN@", repr(run)).replace("@MODULES@", repr(modules)))
+    os.chmod(os.path.join(run, "init"), 0o755)
+    with open(os.path.join(run, "script"), "w") as f:
+        f.write(script)
+    disk = os.path.join(run, "tmp.ext4")
+    with open(disk, "wb") as f:
+        f.truncate(TMP_DISK_BYTES)  # sparse: the guest's /tmp takes what it uses
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", disk], check=True)
+    return disk
+
+
 def run_in_vm(script, timeout=60, memory_mib=2048):
     """Boot a guest, run script (bash) in it as root and power it off: a VMResult. A script still
     running after timeout seconds (boot included) is killed with its guest (timed_out, returncode
@@ -226,33 +241,25 @@ def run_in_vm(script, timeout=60, memory_mib=2048):
     linux, modules_dir = _kernel()
     modules = _module_files(modules_dir, MODULES)
     run = tempfile.mkdtemp(prefix="sk-vm-", dir="/tmp")
-    for d in ("root", "out", "mem", "old"):
-        os.mkdir(os.path.join(run, d))
-    with open(os.path.join(run, "init"), "w") as f:
-        f.write(INIT.replace("@RUN@", repr(run)).replace("@MODULES@", repr(modules)))
-    os.chmod(os.path.join(run, "init"), 0o755)
-    disk = os.path.join(run, "tmp.ext4")
-    with open(disk, "wb") as f:
-        f.truncate(TMP_DISK_BYTES)  # sparse: the guest's /tmp takes what it uses
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", disk], check=True)
-    with open(os.path.join(run, "script"), "w") as f:
-        f.write(script)
-    console_path = os.path.join(run, "console")
-    console_log = open(console_path, "wb")
-    args = [*KERNEL_ARGS, f"ubd0={disk}", f"mem={memory_mib}M", f"init={run}/init", f"uml_dir={run}/mem", "umid=sk-vm"]
-    start = time.monotonic()
-    proc = subprocess.Popen(
-        ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
-         "sh", "-c", CONFINE, "sh", run, linux, *args],
-        # the console's input: a pipe (UML refuses /dev/null), never written
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=console_log, start_new_session=True)
-    console, started, timed_out = b"", None, False
+    proc = console_log = None
     try:
+        disk = _prepare(run, script, modules)
+        console_path = os.path.join(run, "console")
+        console_log = open(console_path, "wb")
+        args = [*KERNEL_ARGS, f"ubd0={disk}", f"mem={memory_mib}M", f"init={run}/init", f"uml_dir={run}/mem", "umid=sk-vm"]
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
+             "sh", "-c", CONFINE, "sh", run, linux, *args],
+            # the console's input: a pipe (UML refuses /dev/null), never written
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=console_log, start_new_session=True)
+        console, started, timed_out = b"", None, False
         deadline = start + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 timed_out = True
+                os.killpg(proc.pid, signal.SIGKILL)
                 break
             if select.select([proc.stdout], [], [], left)[0]:
                 chunk = os.read(proc.stdout.fileno(), 65536)
@@ -261,11 +268,8 @@ def run_in_vm(script, timeout=60, memory_mib=2048):
                 console += chunk
                 if started is None and START_MARKER in console:
                     started = time.monotonic() - start
-        if timed_out:
-            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         seconds = time.monotonic() - start
-        console_log.close()
         text = console.decode(errors="replace") + _read(console_path)
         status = _read(os.path.join(run, "out", "status")).strip()
         if not timed_out and not status:
@@ -275,7 +279,12 @@ def run_in_vm(script, timeout=60, memory_mib=2048):
                         stderr=_read(os.path.join(run, "out", "stderr")),
                         timed_out=timed_out, boot_seconds=started, seconds=seconds, console=text)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc is not None:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            proc.stdin.close()
+            proc.stdout.close()
+        if console_log is not None:
+            console_log.close()
         shutil.rmtree(run, ignore_errors=True)
