@@ -21,8 +21,10 @@ mount, which 6.1 cannot make of tmpfs or overlayfs); its own /proc, /sys, /dev (
 /dev/shm, /dev/net/tun). The rest of this machine is there as it was at boot: the checkout, .venv,
 /usr, /etc/passwd.
 
-The script runs as root in /root with a plain environment; its stdout, stderr and exit status
-come back through files the guest writes into a directory made for that run alone.
+The script runs as root in /root with a plain environment, in the root cgroup (a test of another
+layout, such as systemd's leaf scopes or a user@.service delegated to a user, makes it and moves
+the script's shell there first); its stdout, stderr and exit status come back through files the
+guest writes into a directory made for that run alone.
 """
 
 import dataclasses
