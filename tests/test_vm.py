@@ -6,6 +6,8 @@ import os
 import secrets
 import sys
 
+import pytest
+
 from harness import ensure_test_user, processes_named
 import vm
 
@@ -76,6 +78,12 @@ def test_a_guest_past_its_timeout_is_killed_and_says_so():
     assert (r.timed_out, r.returncode) == (True, None)
     assert r.boot_seconds is not None and 5 <= r.seconds < 12
     assert processes_named(vm.UML_TREE) == []
+
+
+def test_without_the_guest_kernel_it_fails_saying_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(vm, "UML_TREE", str(tmp_path))
+    with pytest.raises(vm.VMError, match="run `make vm-kernel`"):
+        vm.run_in_vm("true")
 
 
 def kernel_in_guest(flavor):
