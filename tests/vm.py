@@ -39,6 +39,9 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UML_TREE = os.path.join(REPO, "build", "vm", "uml")
+# Each run's files (the init, the script, the output): on the root filesystem, which is all the
+# guest sees of this machine, like the checkout itself.
+RUNS = os.path.join(REPO, "build", "vm", "runs")
 # overlay: the writable layer; tun: what slirp4netns needs.
 MODULES = ["overlay", "tun"]
 KERNEL_ARGS = ["quiet", "root=/dev/root", "rootfstype=hostfs", "rootflags=/", "ro",
@@ -242,7 +245,10 @@ def run_in_vm(script, timeout=60, memory_mib=2048):
     None); a guest that cannot start or dies before the script ends raises VMError."""
     linux, modules_dir = _kernel()
     modules = _module_files(modules_dir, MODULES)
-    run = tempfile.mkdtemp(prefix="sk-vm-", dir="/tmp")
+    os.makedirs(RUNS, exist_ok=True)
+    if os.stat(RUNS).st_dev != os.stat("/").st_dev:
+        raise VMError(f"{RUNS} is not on the root filesystem, the only one the guest sees")
+    run = tempfile.mkdtemp(prefix="sk-vm-", dir=RUNS)
     proc = console_log = None
     try:
         disk = _prepare(run, script, modules)
