@@ -10,18 +10,20 @@ USER_VENV := /opt/sandbox-kernel-tests/venv
 # python3-pip: the packages-install test runs Debian's pip inside the sandbox.
 # git, tmux and ssh-agent (openssh-client): the layout tests put a repository, a tmux server and an
 # agent beside the kernel, as a user's machine has them.
-DEBIAN_PACKAGES := bash coreutils procps util-linux iproute2 slirp4netns python3 python3-venv python3-pip chromium git tmux openssh-client
+# kmod and e2fsprogs: the cgroup-v2 tests' guest (tests/vm.py) loads its kernel's modules with
+# insmod and gets an ext4 /tmp from mkfs.ext4.
+DEBIAN_PACKAGES := bash coreutils procps util-linux iproute2 slirp4netns python3 python3-venv python3-pip chromium git tmux openssh-client kmod e2fsprogs
 # The JupyterLab extension (jupyter_extension/): node and npm build it, prebuilt into the wheel;
 # the browser test drives Debian's chromium.
 EXT := jupyter_extension
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-prerequisites bench bench-peers lab dist screenshot system-deps node venv user-venv lab-extension clean
+.PHONY: demo test test-prerequisites bench bench-peers lab dist screenshot system-deps node venv user-venv lab-extension vm-kernel clean
 
 demo: venv
 	$(PYTHON) notebooks/execute_and_print.py notebooks/quickstart.ipynb
 
-test: test-prerequisites venv user-venv bench-peers
+test: test-prerequisites venv user-venv bench-peers vm-kernel
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 # The tests run kernels as root and as a user they create, and install Debian packages.
@@ -81,6 +83,19 @@ lab-extension: node
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -c 'import jupyterlab' 2>/dev/null || $(PYTHON) -m pip install -q 'jupyterlab>=4,<5'
 	$(PYTHON) $(EXT)/build_labextension.py
+
+# The guest kernel of tests/vm.py: Debian's User-mode Linux (a Linux kernel that runs as a process:
+# the KVM of this kind of machine cannot boot a stock kernel), unpacked into build/vm/uml, not
+# installed on this machine. Fetched once; `make clean` forgets it.
+VM_KERNEL := build/vm/uml
+vm-kernel: system-deps
+	@test -e $(VM_KERNEL)/.complete || { set -e; \
+		rm -rf $(VM_KERNEL) build/vm/deb; mkdir -p $(VM_KERNEL) build/vm/deb; \
+		apt-get update -qq; \
+		echo "vm-kernel: user-mode-linux into $(VM_KERNEL)"; \
+		(cd build/vm/deb && apt-get download -qq -o APT::Sandbox::User=root user-mode-linux); \
+		dpkg-deb -x build/vm/deb/user-mode-linux_*.deb $(VM_KERNEL); \
+		rm -rf build/vm/deb; touch $(VM_KERNEL)/.complete; }
 
 # The same wheel as .venv's, built there.
 user-venv: system-deps venv
