@@ -495,7 +495,8 @@ def _own_cgroups():
 def limit_with_cgroups(pid, name, memory_bytes, cpu_percent, max_processes):
     """Move pid (the sandbox, before its first process starts) into cgroups of its own below ours,
     with a memory limit, a CPU weight relative to the control plane and a process limit.
-    Returns the directories made (to remove when the sandbox ends) and what holds."""
+    Returns the directories made (to remove when the sandbox ends), what holds, and why the rest
+    does not (one line each, for %sandbox)."""
     v1, v2 = _cgroup_mounts()
     own = _own_cgroups()
     made, holds, errors = [], [], []
@@ -504,20 +505,23 @@ def limit_with_cgroups(pid, name, memory_bytes, cpu_percent, max_processes):
         "cpu": [("cpu.shares", "cpu.weight", None)],
         "pids": [("pids.max", "pids.max", str(max_processes + 8))],
     }
-    for controller, settings in wanted.items():
-        if not settings:
-            continue
-        if controller in v1 and controller in own:
-            base, version = f"{v1[controller]}{own[controller]}", 1
-        elif v2 and "" in own and os.path.exists(f"{v2}{own['']}/cgroup.controllers"):
-            base, version = f"{v2}{own['']}", 2
-            with open(f"{base}/cgroup.subtree_control") as f:
-                if controller not in f.read().split():
-                    errors.append(f"{controller}: not delegated to {base}")
-                    continue
+    wanted = {controller: settings for controller, settings in wanted.items() if settings}
+    on_v2 = [c for c in wanted if not (c in v1 and c in own)]
+    bases = {c: (f"{v1[c]}{own[c]}", 1) for c in wanted if c not in on_v2}
+    if on_v2:
+        if v2 and "" in own and os.path.exists(f"{v2}{own['']}/cgroup.controllers"):
+            base = f"{v2}{own['']}".rstrip("/")
+            for controller, error in _delegate_v2(base, own[""], on_v2).items():
+                if error:
+                    errors.append(f"{controller}: {error}")
+                else:
+                    bases[controller] = (base, 2)
         else:
-            errors.append(f"{controller}: no cgroup hierarchy")
+            errors += [f"{c}: no cgroup hierarchy" for c in on_v2]
+    for controller, settings in wanted.items():
+        if controller not in bases:
             continue
+        base, version = bases[controller]
         path = f"{base.rstrip('/')}/{name}"
         try:
             if path not in made:
@@ -533,7 +537,106 @@ def limit_with_cgroups(pid, name, memory_bytes, cpu_percent, max_processes):
             holds.append(controller)
         except OSError as e:
             errors.append(f"{controller}: {e.strerror} ({path})")
-    return made, holds, errors
+    reasons = {}  # one line per reason: "memory, cpu, pids: ..."
+    for error in errors:
+        controller, _, why = error.partition(": ")
+        reasons.setdefault(why, []).append(controller)
+    return made, holds, [f"{', '.join(controllers)}: {why}" for why, controllers in reasons.items()]
+
+
+# The leaf the kernel's own processes move to on cgroup v2, so that their cgroup may have children
+# with controllers (v2 allows processes only in leaves).
+KERNEL_LEAF = "kernel"
+
+
+def _delegate_v2(base, shown, controllers):
+    """Have the controllers enabled for the children of the kernel's v2 cgroup (base; shown: its
+    name in /proc/self/cgroup). Where that cgroup holds processes, the kernel's own move into a
+    leaf of their own first, as a delegated cgroup's owner does; another program's are never
+    moved. {controller: why not, or ''}."""
+    with open(f"{base}/cgroup.controllers") as f:
+        available = f.read().split()
+    result = {c: "" if c in available else f"not given to the kernel's cgroup {shown} by its parent" for c in controllers}
+    todo = [c for c in controllers if c in available]
+    with open(f"{base}/cgroup.subtree_control") as f:
+        todo = [c for c in todo if c not in f.read().split()]
+    if not todo:
+        return result
+    why = _enable_v2(base, todo)
+    if why == "busy":
+        strangers = [p for p in _cgroup_procs(base) if not _descends_from(p, os.getppid())]
+        if strangers:
+            why = (f"the kernel's cgroup {shown} also holds other programs (PID {strangers[0]}: "
+                   f"{_comm(strangers[0])}); start the kernel in a cgroup of its own")
+        else:
+            why = _move_into_leaf(base) or _enable_v2(base, todo)
+    if why == "denied":
+        why = f"the kernel's cgroup {shown} is not delegated to uid {os.getuid()}"
+    elif why == "busy":
+        why = f"the kernel's cgroup {shown} still holds processes"
+    for c in todo:
+        result[c] = why or ""
+    return result
+
+
+def _enable_v2(base, controllers):
+    """'' once enabled, 'busy' if the cgroup holds processes, 'denied', or the error."""
+    try:
+        with open(f"{base}/cgroup.subtree_control", "w") as f:
+            f.write(" ".join(f"+{c}" for c in controllers))
+        return ""
+    except OSError as e:
+        if e.errno == errno.EBUSY:
+            return "busy"
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return "denied"
+        return f"{e.strerror} ({base}/cgroup.subtree_control)"
+
+
+def _move_into_leaf(base):
+    """Every process of base (all the kernel's: checked) into base/KERNEL_LEAF; '' or the error."""
+    leaf = f"{base}/{KERNEL_LEAF}"
+    try:
+        os.makedirs(leaf, exist_ok=True)
+        for _round in range(10):  # a process the kernel starts meanwhile lands in base: again
+            procs = _cgroup_procs(base)
+            if not procs:
+                return ""
+            for p in procs:
+                try:
+                    with open(f"{leaf}/cgroup.procs", "w") as f:
+                        f.write(str(p))
+                except ProcessLookupError:
+                    pass  # ended meanwhile
+        return f"the kernel's processes kept arriving in {base}"
+    except OSError as e:
+        return "denied" if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else f"{e.strerror} ({leaf})"
+
+
+def _cgroup_procs(base):
+    with open(f"{base}/cgroup.procs") as f:
+        return [int(line) for line in f if line.strip()]
+
+
+def _descends_from(pid, ancestor):
+    """Whether pid is ancestor or one of its descendants (by the parent links in /proc)."""
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+    return pid == ancestor
+
+
+def _comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()[:40]
+    except OSError:
+        return "?"
 
 
 def remove_cgroups(paths):

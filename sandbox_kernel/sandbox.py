@@ -86,7 +86,8 @@ class Sandbox(LoggingConfigurable):
         int(0.75 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")),
         help="""Memory the whole sandbox may use (a cgroup memory limit), so that the kernel and
         the server survive a cell that takes it all: by default 3/4 of the machine's. 0: none.
-        Applied where a cgroup can be made (as root; %sandbox says which limits hold).""",
+        Applied where a cgroup can be made below the kernel's: as root on cgroup v1; on v2 where
+        the kernel's cgroup is delegated to it and its own (%sandbox says which limits hold).""",
     ).tag(config=True)
 
     cpu_percent = Int(
@@ -425,7 +426,7 @@ class Sandbox(LoggingConfigurable):
             if first.get("ev") == "outside":
                 self.egress = str(first.get("egress"))[:300]
                 self.cgroups = [str(c) for c in first.get("cgroups", [])]
-                self.cgroup_errors = [str(e)[:200] for e in first.get("cgroup_errors", [])]
+                self.cgroup_errors = [str(e)[:400] for e in first.get("cgroup_errors", [])]
                 self.groups = [int(g) for g in first.get("groups", []) if isinstance(g, int)]
                 first = json.loads(ours.recv(1 << 16) or b"{}")
         except (OSError, ValueError) as e:

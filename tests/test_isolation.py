@@ -732,28 +732,40 @@ def test_host_network_without_landlock_is_refused_and_the_rest_holds(tmp_path):
         k.shutdown()
 
 
+def _memory_on_v1():
+    with open("/proc/self/cgroup") as f:
+        return any(line.split(":")[1] == "memory" for line in f)
+
+
 @pytest.mark.parametrize("flavor", FLAVORS)
 def test_memory_limit_holds_where_cgroups_allow_and_is_reported(flavor, tmp_path):
+    """What %sandbox says of the memory limit is true: a hog is killed where it says the limit
+    holds, and runs where it says why not. On cgroup v1 (this machine) the limit holds as root
+    and cannot as a user; cgroup v2 is tested in a guest (test_cgroup_v2.py)."""
     workspace = user_dir("sk-ws-") if flavor == "user" else str(tmp_path)
     k = Kernel(workspace, options=["--Sandbox.max_memory_bytes=200000000"], flavor=flavor)
     try:
         limits = next(line for line in k.run("%sandbox").stdout.splitlines() if line.startswith("limits:"))
-        if flavor == "root":
-            assert "200000000 bytes of memory (cgroup)" in limits and "CPU weight 50%" in limits
-            r = k.run("python3 -c 'x = bytearray(400 * 1024 * 1024)'; echo status $?")
-            assert r.stdout == "status 137\n"  # the hog is killed, inside
-            assert k.run("echo alive").stdout == "alive\n"
+        holds = "200000000 bytes of memory (cgroup)" in limits
+        if _memory_on_v1():
+            assert holds == (flavor == "root"), limits
+            if not holds:  # no cgroup is delegated to an unprivileged user here: said, not skipped
+                assert "not applied: memory: Permission denied" in limits
+        r = k.run("python3 -c 'x = bytearray(400 * 1024 * 1024)'; echo status $?")
+        assert r.stdout == ("status 137\n" if holds else "status 0\n"), limits  # killed inside, or said why not
+        assert k.run("echo alive").stdout == "alive\n"
+        if holds:
+            assert "CPU weight 50%" in limits
             # cgroup v1 names the controller (":memory:"), v2 has the one line "0::"
             lines = k.run("cat /proc/self/cgroup").stdout.splitlines()
             cgroup = next(line for line in lines if ":memory:" in line or line.startswith("0::") and len(lines) == 1)
             assert "sandbox-kernel-" in cgroup, lines
         else:
-            # No cgroup is delegated to an unprivileged user here: said, not silently skipped.
-            assert "not applied: memory: Permission denied" in limits
+            assert "not applied: memory" in limits
         outer = [p for p in processes_named("supervisor.py") if _parent(p) == k.pid]
-        ours = subprocess.run(f"find /sys/fs/cgroup -maxdepth 5 -name 'sandbox-kernel-{outer[0]}' -type d", shell=True,
+        ours = subprocess.run(f"find /sys/fs/cgroup -maxdepth 6 -name 'sandbox-kernel-{outer[0]}' -type d", shell=True,
                               capture_output=True, text=True).stdout.split()
-        assert bool(ours) == (flavor == "root")
+        assert bool(ours) == holds
     finally:
         k.shutdown()
     assert wait_until(lambda: not any(os.path.isdir(p) for p in ours), 3), ours  # removed with the sandbox
