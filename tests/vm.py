@@ -18,8 +18,8 @@ guest's /tmp), so nothing in the guest can write to this machine, whatever it do
 inside, privately (a test can useradd, pytest can write its cache). Fresh tmpfs on /run and
 /var/tmp, and on /tmp a fresh ext4 (so that the root kernel's workspace there can be an idmapped
 mount, which 6.1 cannot make of tmpfs or overlayfs); its own /proc, /sys, /dev (devtmpfs, devpts,
-/dev/shm, /dev/net/tun). The rest of this machine is there as it was at boot: the checkout, .venv,
-/usr, /etc/passwd.
+/dev/shm, /dev/net/tun). The rest of this machine is there as it was at boot: the checkout (kept at
+its path even under /tmp), .venv, /usr, /etc/passwd.
 
 The script runs as root in /root with a plain environment, in the root cgroup (a test of another
 layout, such as systemd's leaf scopes or a user@.service delegated to a user, makes it and moves
@@ -75,8 +75,9 @@ class VMResult:
 INIT = r"""#!/usr/bin/python3 -IS
 import ctypes, fcntl, os, socket, struct
 
-RUN, MODULES, NEW = @RUN@, @MODULES@, "/mnt/root"
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_MOVE = 2, 4, 8, 8192
+RUN, MODULES, CHECKOUT, NEW = @RUN@, @MODULES@, @CHECKOUT@, "/mnt/root"
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_MOVE = 2, 4, 8, 4096, 8192
+COVERED = ("/tmp", "/var/tmp", "/run")  # fresh in the guest
 libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -106,11 +107,19 @@ def setup():
     for d in ("upper", "work", "root"):
         os.mkdir(f"/mnt/{d}")
     mount("overlay", NEW, "overlay", 0, "lowerdir=/,upperdir=/mnt/upper,workdir=/mnt/work")
+    # A checkout under a directory the guest makes fresh (a clone in /tmp) is kept, at its path.
+    kept = any(CHECKOUT.startswith(d + "/") for d in COVERED)
+    if kept:
+        os.mkdir("/mnt/checkout")
+        mount(f"{NEW}{CHECKOUT}", "/mnt/checkout", None, MS_BIND)
     # /tmp: ext4, where the root kernel's workspace can be an idmapped mount (6.1 cannot idmap tmpfs or overlayfs)
     mount("/dev/ubda", f"{NEW}/tmp", "ext4", MS_NOSUID | MS_NODEV)
     os.chmod(f"{NEW}/tmp", 0o1777)
     mount("tmpfs", f"{NEW}/var/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     mount("tmpfs", f"{NEW}/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+    if kept:
+        os.makedirs(f"{NEW}{CHECKOUT}")
+        mount("/mnt/checkout", f"{NEW}{CHECKOUT}", None, MS_MOVE)
     os.makedirs(f"{NEW}/run/vm/out")
     with open(f"{RUN}/script", "rb") as src, open(f"{NEW}/run/vm/script", "wb") as dst:
         dst.write(src.read())
@@ -228,7 +237,7 @@ def _prepare(run, script, modules):
     for d in ("root", "out", "mem", "old"):
         os.mkdir(os.path.join(run, d))
     with open(os.path.join(run, "init"), "w") as f:
-        f.write(INIT.replace("@RUN@", repr(run)).replace("@MODULES@", repr(modules)))
+        f.write(INIT.replace("@RUN@", repr(run)).replace("@MODULES@", repr(modules)).replace("@CHECKOUT@", repr(REPO)))
     os.chmod(os.path.join(run, "init"), 0o755)
     with open(os.path.join(run, "script"), "w") as f:
         f.write(script)
