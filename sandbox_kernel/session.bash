@@ -101,7 +101,9 @@ __sk_debug() {
     local __sk_st=$?
     case $__sk_gating in
         1) return 0 ;;  # a command of the kernel's ERR, RETURN or INT gate
-        2) __sk_gating=0; return 0 ;;  # the gate's eval of the user's command
+        2) # the gate's eval of the user's command (not the end of __sk_user_status, under functrace)
+            [[ ${FUNCNAME[1]} == __sk_user_status ]] || __sk_gating=0
+            return 0 ;;
     esac
     __sk_ours && return 0
     # The first command after the cell's eval, in the cell file: the rest is the kernel's.

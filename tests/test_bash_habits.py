@@ -249,10 +249,12 @@ def test_what_a_cell_writes_to_the_control_channel_stays_bounded_in_the_kernel(n
     assert k.run("echo next").stdout == "next\n"
 
 
-def test_debug_and_err_traps_together_fire_as_bash_fires_them(new_kernel):
+@pytest.mark.parametrize("options", ["", "set -T"], ids=["plain", "functrace"])
+def test_debug_and_err_traps_together_fire_as_bash_fires_them(new_kernel, options):
     # The same lines as a script under `bash -E` (the kernel keeps errtrace on) are the reference.
-    cells = ["trap 'echo \"D $BASH_COMMAND\"' DEBUG; trap 'echo \"E $?\"' ERR", "false",
-             "f() { false; }\nf", "for i in 1 2; do (exit $i); done", "trap - DEBUG ERR", "echo end"]
+    # Under functrace the DEBUG trap reaches the kernel's functions in the ERR gate too.
+    cells = [f"{options}\ntrap 'echo \"D $BASH_COMMAND\"' DEBUG; trap 'echo \"E $?\"' ERR", "false",
+             "f() { false; }\nf", "for i in 1 2; do (exit $i); done", "( false ); echo x", "trap - DEBUG ERR", "echo end"]
     reference = subprocess.run(["bash", "-E"], input="\n".join(cells) + "\n", capture_output=True, text=True).stdout
     k = new_kernel()
     assert "".join(k.run(cell).stdout for cell in cells) == reference
