@@ -5,6 +5,9 @@ bytes become U+FFFD, NUL stays NUL) and coalesced: the first output after a quie
 at once, output that keeps coming is sent at most every `interval` seconds or every
 `max_message_bytes`, whichever comes first, so a flood becomes few large messages, none larger
 than max_message_bytes, and the pending text never exceeds one message and a read. Past the per-cell cap, bytes are read and dropped.
+
+A forwarder can be told byte strings to leave out wherever they occur (`hide`): the kernel's own
+trap commands, which bash echoes under `set -v` (session.bash says when).
 """
 
 import codecs
@@ -31,6 +34,14 @@ class StreamForwarder:
         self.capped = False
         self.last_flush = 0.0
         self.timer = None
+        self.hidden = ()
+        self.held = b""  # the end of a read that may be the start of a hidden string
+        self.release_timer = None
+
+    def hide(self, strings):
+        self.hidden = tuple(s for s in strings if s)
+        self.firsts = {h[0] for h in self.hidden}
+        self.longest = max(map(len, self.hidden), default=0)
 
     def begin_cell(self):
         self.flush()
@@ -39,6 +50,7 @@ class StreamForwarder:
 
     def end_cell(self):
         """A cell ended: a character it left half-written is shown as U+FFFD, not held back."""
+        self.release()
         if not self.capped:
             tail = self.decoder.decode(b"", final=True)
             if tail:
@@ -49,6 +61,8 @@ class StreamForwarder:
     def feed(self, data):
         if self.capped:
             return
+        if self.hidden:
+            data = self.leave_out(data)
         room = self.cap - self.seen
         self.seen += len(data)
         if len(data) > room:
@@ -69,6 +83,34 @@ class StreamForwarder:
             self.flush()
         elif self.timer is None and self.pending:
             self.timer = self.loop.call_at(self.loop.time() + self.interval - (now - self.last_flush), self.flush)
+
+    def leave_out(self, data):
+        data = self.held + data
+        self.held = b""
+        for h in self.hidden:
+            if h in data:
+                data = data.replace(h, b"")
+        # A hidden string cut by the end of a read: the rest is already in the pipe (bash writes
+        # each in one write), so the tail waits for the next read, or a moment at most.
+        start = max(0, len(data) - self.longest + 1)
+        for i in range(start, len(data)):
+            if data[i] in self.firsts and any(h.startswith(data[i:]) for h in self.hidden):
+                self.held, data = data[i:], data[:i]
+                if self.release_timer is None:
+                    self.release_timer = self.loop.call_later(self.interval, self.release)
+                break
+        return data
+
+    def release(self):
+        """What was held back as a possible start of a hidden string goes out as it is."""
+        if self.release_timer is not None:
+            self.release_timer.cancel()
+            self.release_timer = None
+        held, self.held = self.held, b""
+        if held:
+            hidden, self.hidden = self.hidden, ()
+            self.feed(held)
+            self.hidden = hidden
 
     def flush(self):
         if self.timer is not None:

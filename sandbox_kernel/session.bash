@@ -553,3 +553,6 @@ __sk_query() { # nonce
 }
 
 builtin trap -- "$__sk_gate_err" ERR
+# Under `set -v`, bash echoes a trap's command each time the trap runs: the kernel leaves the gates
+# out of stderr (the user's own trap commands, which the gates eval, still echo as at a prompt).
+__sk_send GATES "$__sk_gate_debug"$'\n' "$__sk_gate_err"$'\n' "$__sk_gate_return"$'\n' "$__sk_gate_int"$'\n'

@@ -3,7 +3,7 @@ and status, interrupt it, ask it questions (completion, inspection, parsing).
 
 The bash side is session.bash. Five pipes join the two: stdout and stderr (cell output, passed on
 byte-exact), script (fixed lines per request), data (cell code, input replies, interrupt marks,
-query arguments; NUL-terminated fields) and control (DONE, INPUT, DISPLAY, REPLY messages;
+query arguments; NUL-terminated fields) and control (GATES once at the start, then DONE, INPUT, DISPLAY, REPLY messages;
 NUL-terminated fields). Everything that arrives from bash is untrusted: it is parsed, bounded (a few
 times max_message_bytes in all) and never used as a path, a PID or a size to act on; a cell can
 write to the control pipe, so a DONE or REPLY counts only with the nonce of the request waiting.
@@ -26,7 +26,7 @@ READ_CHUNK = 1 << 20
 DRAIN_LIMIT = 8 << 20  # what a cell may have left in the pipes when its DONE arrives
 # How an interrupt escalates if the foreground command ignores SIGINT (seconds after it).
 ESCALATION = (("term", 0.3), ("kill", 0.6), ("shell", 1.2))
-MESSAGE_FIELDS = {b"DONE": 5, b"INPUT": 3, b"DISPLAY": 3, b"CWD": 2}
+MESSAGE_FIELDS = {b"DONE": 5, b"INPUT": 3, b"DISPLAY": 3, b"CWD": 2, b"GATES": 5}
 # bash starts with stderr parked on fd 6 (an interactive bash without a terminal prints job-control
 # notices while it sets up); session.bash puts it back. `-a bash`: bash's messages say "bash:".
 BASH_ARGV = ["/bin/bash", "-c", "exec 6>&2 2>/dev/null; exec -a bash /bin/bash --norc --noprofile --noediting -i /dev/fd/3"]
@@ -84,6 +84,7 @@ class BashShell:
         self._ctl_buffered = 0  # bytes in _ctl_fields and _ctl_partial
         self._ctl_partial = bytearray()
         self._ctl_skipping = False
+        self._gates_known = False  # session.bash's GATES message (its trap commands) was taken
         self._write_lock = asyncio.Lock()
         self._writers = set()
         self._input_task = None
@@ -153,6 +154,7 @@ class BashShell:
                 os.close(fd)
         self.alive = True
         self.exit_status = None
+        self._gates_known = False
         self._forwarders = {
             name: StreamForwarder(
                 name, self.outputs.stream, loop, cap=self.max_output_bytes, max_message_bytes=self.max_message_bytes
@@ -246,6 +248,8 @@ class BashShell:
         return data
 
     def _read_output(self, name, limit=READ_CHUNK * 4):
+        if name == "stderr" and not self._gates_known:
+            self._read_control()  # sent before any cell could write to stderr: known first
         fd = self._fds.get(name)
         got = 0
         while fd is not None and got < limit:
@@ -353,6 +357,11 @@ class BashShell:
                 self._input_task = asyncio.ensure_future(self._answer_input(self._cell[0], prompt, password == "1"))
         elif kind == b"CWD":
             self.live_cwd = text[0]
+        elif kind == b"GATES":
+            # The first comes from session.bash before any cell runs; one a cell forges is ignored.
+            if not self._gates_known:
+                self._gates_known = True
+                self._forwarders["stderr"].hide(message)
         elif kind == b"DISPLAY":
             if message[0] is DROPPED:
                 return

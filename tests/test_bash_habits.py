@@ -157,6 +157,29 @@ def test_set_v_under_set_e_shows_only_the_users_lines(new_kernel):
     assert k.run("echo w").stderr == "echo w\n"
 
 
+def test_set_v_never_echoes_the_kernels_trap_commands(new_kernel):
+    # bash echoes a trap's command under -v each time it runs: the user's, never the kernel's gates.
+    k = new_kernel()
+    r = k.run("set -v\nfalse\necho x")  # the ERR trap (the kernel's) runs in the cell that set -v
+    assert (r.stdout, r.stderr) == ("x\n", "")
+    k.run("set +v")
+    k.run("trap 'echo E' ERR")
+    assert k.run("set -v\nfalse").stderr == "echo E\n"
+    k.run("set +v; trap - ERR")
+    k.run("trap 'echo \"D $BASH_COMMAND\"' DEBUG")
+    assert k.run("set -v").stderr == ""  # the DEBUG gate ran four times after it
+    r = k.run("echo a")
+    assert (r.stdout, r.stderr) == ("D echo a\na\n", 'echo a\necho "D $BASH_COMMAND"\n')
+    r = k.run("set -v; sleep 30", interrupt_after=1)  # the INT gate, then DEBUG gates unwinding
+    assert r.ename == "Interrupted"
+    assert r.stderr == 'set -v; sleep 30\necho "D $BASH_COMMAND"\necho "D $BASH_COMMAND"\n'
+    r = k.run("set -v\nset -e\nfalse\necho no")  # the ERR gate, then DEBUG gates unwinding
+    assert r.ename == "ExitCode" and r.stdout == "D set -v\nD set -e\nD false\n"
+    assert r.stderr == "set -v\nset -e\nfalse\necho no\n" + 3 * 'echo "D $BASH_COMMAND"\n'
+    assert k.run("set +ev\ntrap - DEBUG").stderr == 'set +ev\ntrap - DEBUG\necho "D $BASH_COMMAND"\n'
+    assert k.run("echo quiet").stderr == ""
+
+
 def test_return_trap_with_extdebug_fires_for_the_users_functions_only(new_kernel):
     k = new_kernel()
     r = k.run("shopt -s extdebug; trap 'echo returned' RETURN\ng() { :; }\ng\necho after")

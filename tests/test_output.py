@@ -105,3 +105,12 @@ echo after"""
     assert r.stderr == "DONE\0"
     assert r.elapsed >= 1.0
     assert kernel.run("echo next").stdout == "next\n"
+
+
+def test_output_that_begins_like_the_kernels_hidden_trap_text_still_arrives_at_once(kernel):
+    # Under set -v the kernel leaves its trap commands (they start "{ \\__sk_") out of stderr; a
+    # cell's own text that begins the same way is only held for a moment, never lost.
+    r = kernel.run(r"printf '{ \\__sk' >&2; sleep 2; printf ' done\n' >&2")
+    assert r.stderr == "{ \\__sk done\n"
+    (first_time, first), *_ = r.streams("stderr")
+    assert first["text"] == "{ \\__sk" and first_time < 1.0
