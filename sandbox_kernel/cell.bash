@@ -1,1 +1,1 @@
-\__sk_start; \builtin eval "$__sk_wrapped" 59>&"$__sk_xtarget"; __sk_cell_status=$?; [[ ! $__sk_code =~ $__sk_bypass ]] || { \__sk_take_traps "$(\builtin trap -p DEBUG)" "$(\builtin trap -p RETURN)"; \builtin trap - DEBUG RETURN; }; \return "$__sk_cell_status"
+\__sk_start "$@"; \builtin eval "$__sk_wrapped" 59>&"$__sk_xtarget"; __sk_cell_status=$?; [[ ! $__sk_code =~ $__sk_bypass ]] || { \__sk_take_traps "$(\builtin trap -p DEBUG)" "$(\builtin trap -p RETURN)"; \builtin trap - DEBUG RETURN; }; \return "$__sk_cell_status"

@@ -26,11 +26,20 @@ BASH_ARGV0=bash
 # reaches functions and `set -e` can end the cell there.
 set +H +m +o history -E
 shopt -s expand_aliases execfail
+# Where bash reads this script from: its own copy of fd 3 (see __sk_resume).
+__sk_find_script() { # FD
+    local __sk_f
+    for __sk_f in /dev/fd/*; do
+        [[ ${__sk_f##*/} -gt 9 && $__sk_f -ef /dev/fd/$1 ]] && { __sk_script=${__sk_f##*/}; return 0; }
+    done
+}
+[[ ${__SK_RESUME_FD-} ]] || __sk_find_script 3
 # Keep 3-9 free for the user: the protocol fds move above 10.
 exec {__sk_data}<&4 {__sk_ctl}>&5 {__sk_stdin}<&0 3<&- 4<&- 5>&- 59>/dev/null
 BASH_XTRACEFD=59
 __sk_xtarget=2  # where the user's traces go: stderr, or the user's own BASH_XTRACEFD
-exec {__sk_cellfd}<"${BASH_SOURCE[0]%/*}/cell.bash"
+__sk_dir=${BASH_SOURCE[0]%/*}
+exec {__sk_cellfd}<"$__sk_dir/cell.bash"
 # cell.bash, sourced at top level for each cell: `return` ends the cell, and its one line keeps bash's
 # line numbers the cell's and is parsed whole before the cell runs (so `set -v` in the cell does not
 # show it). After a cell that may have called `builtin trap`, the DEBUG and RETURN traps are taken
@@ -49,7 +58,10 @@ __sk_unwinding=
 __sk_pending=  # the cell ends after the ERR trap: its status, or `abort` (interrupted)
 __sk_abort_status=
 __sk_starting=
-__sk_user_debug= __sk_user_err= __sk_user_return=  # the user's traps, run by the kernel's
+__sk_user_debug= __sk_user_err= __sk_user_return= __sk_user_exit=  # the user's traps, run by the kernel's
+__sk_exiting=  # `exit` was called: the EXIT trap lets the shell end
+__sk_argv=()  # the positional parameters at the start of the cell
+__sk_resumed=  # this bash took over from one that ended on an error (see __sk_resume): the cell's status
 __sk_debug_set= __sk_return_set=  # the kernel's DEBUG, RETURN trap is set
 __sk_untrap=()  # the kernel's traps to remove at the top level after a cell
 
@@ -62,6 +74,7 @@ __sk_set_status() { return "$1"; }
 __sk_field() { # var : one NUL-terminated field from the kernel; 1 if a signal came first
     IFS= builtin read -r -d '' -u "$__sk_data" "$1" && return 0
     (( $? > 128 )) && return 1
+    __sk_exiting=1
     builtin exit 0 # end of file: the kernel has gone
 }
 
@@ -89,7 +102,7 @@ __sk_take() { # nonce var... : skip to the field that is the nonce, then read on
 
 __sk_ours() { # true if the calling trap fired for the kernel's own code (FUNCNAME[2]: where it fired)
     case ${FUNCNAME[2]-main} in
-        main | __sk_* | read | display | trap) return 0 ;;
+        main | __sk_* | read | display | trap | exit) return 0 ;;
     esac
     return 1
 }
@@ -136,7 +149,12 @@ __sk_err() {
     local __sk_st=$?
     __sk_ours && return 1
     case $BASH_COMMAND in  # the kernel's own commands in the cell file: the cell's status, the last one's
-        *'builtin eval "$__sk_wrapped"'* | 'return "$__sk_last_status"') return 1 ;;
+        *'builtin eval "$__sk_wrapped"'*)
+            # An error that aborts the cell's eval (an arithmetic error): under set -e bash would now
+            # exit, and the cell ends instead, -e kept.
+            [[ $- == *e* && $__sk_in_cell && $BASHPID == "$$" ]] && { builtin set +e; __sk_errexit=1 __sk_pending=$__sk_st; }
+            return 1 ;;
+        'return "$__sk_last_status"') return 1 ;;
     esac
     [[ $__sk_unwinding ]] && return 1  # commands skipped while the cell unwinds
     if [[ $__sk_in_cell && $BASHPID == "$$" ]]; then
@@ -178,6 +196,7 @@ __sk_gate_debug=${__sk_gate_debug//@/debug}
 __sk_gate_err='{ \__sk_err && { '${__sk_user_trap//@/err}'; }; { [[ -z $__sk_pending ]] || \__sk_abort_pending; __sk_gating=0; } '$__sk_hush'; } '$__sk_hush
 __sk_gate_return='{ \__sk_return && { '${__sk_user_trap//@/return}'; }; { __sk_gating=0; } '$__sk_hush'; } '$__sk_hush
 __sk_gate_int='{ \__sk_on_int; __sk_gating=0; } '$__sk_hush
+__sk_gate_exit='{ \__sk_on_exit "$@"; if \__sk_set_status "$__sk_tst"; then \builtin eval -- "$__sk_user_exit" 59>&"$__sk_xtarget"; else \builtin eval -- "$__sk_user_exit" 59>&"$__sk_xtarget"; fi; } 59>/dev/null'
 unset -v __sk_user_trap __sk_hush
 
 __sk_user_status() { # the gate's eval of the user's command is next (see above); $? for it
@@ -202,6 +221,7 @@ trap() { # [-lp] [[COMMAND] SIGNAL...] : the builtin, with DEBUG, ERR and RETURN
     for __sk_s; do
         case ${__sk_s^^} in
             DEBUG | ERR | RETURN) __sk_keep_trap "${__sk_s^^}" "$__sk_c" ;;
+            EXIT | SIGEXIT | 0) __sk_keep_trap EXIT "$__sk_c" ;;
             *) __sk_other+=("$__sk_s") ;;
         esac
     done
@@ -226,10 +246,11 @@ __sk_keep_trap() { # SIGNAL COMMAND ('-': reset)
 __sk_show_traps() { # [SIGNAL...] : `trap -p` as the user set the traps, the kernel's own left out
     local __sk_s __sk_t __sk_line
     if (( $# == 0 )); then
+        __sk_show_traps EXIT  # bash lists EXIT first
         __sk_t=$(\builtin trap -p)
         [[ $__sk_t ]] && while IFS= builtin read -r __sk_line; do
             case $__sk_line in
-                "trap -- '$__sk_gate_int' SIGINT" | "trap -- '$__sk_gate_debug' DEBUG" | \
+                "trap -- '$__sk_gate_int' SIGINT" | "trap -- '$__sk_gate_debug' DEBUG" | "trap -- '$__sk_gate_exit' EXIT" | \
                 "trap -- '$__sk_gate_err' ERR" | "trap -- '$__sk_gate_return' RETURN") ;;
                 *) builtin printf '%s\n' "$__sk_line" ;;
             esac
@@ -238,7 +259,8 @@ __sk_show_traps() { # [SIGNAL...] : `trap -p` as the user set the traps, the ker
     fi
     for __sk_s; do
         case ${__sk_s^^} in
-            DEBUG | ERR | RETURN)
+            DEBUG | ERR | RETURN | EXIT | SIGEXIT | 0)
+                case ${__sk_s^^} in SIGEXIT | 0) __sk_s=EXIT ;; esac
                 local -n __sk_var=__sk_user_${__sk_s,,}
                 [[ $__sk_var || $__sk_user_ignored == *" ${__sk_s^^}"* ]] &&
                     builtin printf "trap -- '%s' %s\n" "${__sk_var//\'/\'\\\'\'}" "${__sk_s^^}"
@@ -298,6 +320,69 @@ __sk_on_int() {
     __sk_abort
 }
 
+# EXIT: under set -e bash ends on an error that only aborts a command at a prompt without -e (an
+# unbound variable, `${x:?}`, a bad indirection), running no ERR trap, only this one. Such an end in
+# a cell, other than by `exit`, hands the session to a fresh bash in the same process, with this
+# one's state: it ends the cell as failed and goes on. Otherwise the user's EXIT trap runs.
+__sk_on_exit() { # the positional parameters where the trap runs; $? is the exit status
+    __sk_tst=$?
+    [[ $__sk_in_cell && -z $__sk_exiting && $BASHPID == "$$" && $- == *e* ]] && (( __sk_tst < 128 )) || return 0
+    # in a function, the trap has the function's: the shell's are those the cell started with
+    if [[ ${FUNCNAME[1]} == source ]]; then __sk_resume "$@"; else __sk_resume "${__sk_argv[@]}"; fi
+    return 0
+} 59>/dev/null
+
+exit() { # [N] : the builtin; the EXIT trap then knows that the shell was told to end
+    local __sk_st=$?
+    __sk_exiting=1
+    (( $# )) || set -- "$__sk_st"
+    builtin exit "$@"
+} 59>/dev/null
+
+# What a fresh bash needs to go on as this one: variables (bash's own left out; a failing function's
+# locals come out global), functions, aliases, options, traps, the positional parameters. The cwd,
+# exported variables, umask and limits go with the process; background jobs keep running but leave
+# the job table. The state travels in a here-string (a pipe or an unlinked temporary file); the
+# new bash reads it in resume.bash. If the exec fails, this bash ends as it would have.
+__sk_resume() { # the positional parameters to keep
+    local __sk_opts=$- __sk_set __sk_traps __sk_n __sk_state __sk_line __sk_fd
+    local -a __sk_names
+    __sk_set=$(builtin set +o) __sk_traps=$(\builtin trap -p)
+    builtin set +euvx
+    (( $# )) && builtin printf -v __sk_state 'builtin set -- %s\n' "$(builtin printf '%q ' "$@")"
+    builtin mapfile -t __sk_names < <(builtin compgen -v)
+    for __sk_n in "${__sk_names[@]}"; do
+        [[ $__sk_n =~ $__sk_bash_variables || ( $__sk_n == __sk_* && ! $__sk_n =~ $__sk_kept_variables ) ]] ||
+            __sk_state+="$(builtin declare -p "$__sk_n" 2>/dev/null)"$'\n'
+    done
+    builtin mapfile -t __sk_names < <(builtin compgen -A function)
+    for __sk_n in "${__sk_names[@]}"; do
+        [[ $__sk_n == @(__sk_*|read|display|trap|exit) ]] || __sk_state+="$(builtin declare -f "$__sk_n")"$'\n'
+    done
+    # shopt before set: `shopt -u extdebug` turns functrace and errtrace off
+    __sk_state+="$(builtin alias -p)"$'\n'"$(builtin shopt -p)"$'\n'
+    while IFS= builtin read -r __sk_line; do
+        case $__sk_line in  # the kernel's own options, and those the kernel keeps for the user
+            *\ errexit) [[ $__sk_opts == *e* ]] && __sk_state+=$'__sk_errexit=1\n' ;;
+            *\ verbose) [[ $__sk_opts == *v* ]] && __sk_state+=$'__sk_verbose=1\n' ;;
+            *\ history | *\ monitor | *\ histexpand | *\ errtrace | *\ emacs | *\ vi) ;;
+            *) __sk_state+=$__sk_line$'\n' ;;
+        esac
+    done <<< "$__sk_set"
+    while IFS= builtin read -r __sk_line; do  # the kernel's own, and the user's in __sk_user_*
+        [[ $__sk_line =~ \ (DEBUG|ERR|RETURN|EXIT|SIGINT)$ ]] || __sk_state+=$__sk_line$'\n'
+    done <<< "$__sk_traps"
+    __sk_state+="__sk_resumed=$__sk_tst"$'\n'
+    [[ $(builtin jobs -p) ]] && builtin printf 'bash: the session goes on in a fresh bash (set -e ends bash on this error): its background jobs keep running but are no longer in `jobs`\n' >&2
+    builtin exec {__sk_fd}<<< "$__sk_state" || return 0
+    __SK_RESUME_FD=$__sk_fd builtin exec -a bash /bin/bash --noprofile --noediting --rcfile "$__sk_dir/resume.bash" -i /dev/fd/7 \
+        7<"/dev/fd/$__sk_script" 4<&"$__sk_data" 5>&"$__sk_ctl" 0<&"$__sk_stdin" 6>&2 2>/dev/null \
+        {__sk_data}<&- {__sk_ctl}>&- {__sk_stdin}<&- {__sk_cellfd}<&-
+}
+# bash's own variables, which a fresh bash sets itself
+__sk_bash_variables='^(BASH|BASHOPTS|BASHPID|BASH_ALIASES|BASH_ARG(C|V|V0)|BASH_CMDS|BASH_COMMAND|BASH_EXECUTION_STRING|BASH_LINENO|BASH_REMATCH|BASH_SOURCE|BASH_SUBSHELL|BASH_VERSINFO|BASH_VERSION|BASH_XTRACEFD|BASH_MONOSECONDS|COMP_WORDBREAKS|DIRSTACK|EPOCHREALTIME|EPOCHSECONDS|EUID|FUNCNAME|GROUPS|HISTCMD|HOSTTYPE|LINENO|MACHTYPE|OSTYPE|PIPESTATUS|PPID|PWD|RANDOM|SHELLOPTS|SRANDOM|UID|_)$'
+__sk_kept_variables='^__sk_(user_(debug|err|return|exit|ignored)|xtarget)$'
+
 __sk_recv() { # nonce
     __sk_take "$1" __sk_allow_stdin __sk_code
     builtin trap -- "$__sk_gate_int" INT
@@ -324,7 +409,9 @@ __sk_prepare() {
     return 0  # (a failing kernel function would fire the ERR trap for nothing)
 }
 
-__sk_start() { # first in the cell file (a sourced file gets no DEBUG trap from outside); $? for the cell
+# First in the cell file (a sourced file gets no DEBUG trap from outside); $? for the cell.
+__sk_start() { # the positional parameters
+    __sk_argv=("$@")  # (see __sk_on_exit)
     [[ $__sk_starting ]] && builtin trap -- "$__sk_gate_debug" DEBUG && __sk_debug_set=1
     [[ $__sk_user_return ]] && builtin trap -- "$__sk_gate_return" RETURN && __sk_return_set=1
     return "$__sk_last_status"
@@ -383,11 +470,12 @@ __sk_parse_ok() {
     return 1
 }
 
-__sk_done() { # nonce; $? is the cell's status
+__sk_done() { # nonce [status] ($? if not given)
     local __sk_st=$?
+    (( $# > 1 )) && __sk_st=$2
     # The user's -e and -v stay the user's, but off while the kernel's code runs.
-    case $- in *e*) __sk_errexit=1; builtin set +e ;; *) [[ $__sk_unwinding ]] || __sk_errexit= ;; esac
-    case $- in *v*) __sk_verbose=1; builtin set +v ;; *) [[ $__sk_starting ]] || __sk_verbose= ;; esac
+    case $- in *e*) __sk_errexit=1; builtin set +e ;; *) [[ $__sk_unwinding || $__sk_resumed ]] || __sk_errexit= ;; esac
+    case $- in *v*) __sk_verbose=1; builtin set +v ;; *) [[ $__sk_starting || $__sk_resumed ]] || __sk_verbose= ;; esac
     if [[ $__sk_unwinding ]]; then
         __sk_unwinding=
         [[ $__sk_abort_status ]] && __sk_st=$__sk_abort_status
@@ -432,16 +520,22 @@ __sk_done() { # nonce; $? is the cell's status
     __sk_interrupted= __sk_syntax= __sk_code= __sk_wrapped=
     if [[ ! -p /dev/fd/$__sk_ctl || ! -p /dev/fd/$__sk_data ]]; then
         builtin printf 'bash: the cell closed the session'"'"'s channel to the kernel; the session ends\n' >&2
+        __sk_exiting=1
         builtin exit 1
     fi
     __sk_send DONE "$1" "$__sk_st" "$flags" "$PWD"
 }
 
 __sk_lost() { # nonce : the first line of the cell was abandoned (an error at the top level)
-    local __sk_st=$?
+    local __sk_st=$?  # (the user's -e may still be on here: no command of this may fail)
     [[ $__sk_sent == "$1" ]] && return 0
-    __sk_set_status "$__sk_st"
-    __sk_done "$1"
+    if [[ $__sk_resumed ]]; then  # the first command of a bash that took over (resume.bash)
+        __sk_st=$__sk_resumed
+        __sk_find_script 7
+        builtin exec 7<&-
+    fi
+    __sk_done "$1" "$__sk_st"
+    __sk_resumed=
 }
 
 # The cell's stdin is at EOF for every program; `read` from it asks the frontend instead, when the
@@ -553,6 +647,7 @@ __sk_query() { # nonce
 }
 
 builtin trap -- "$__sk_gate_err" ERR
+builtin trap -- "$__sk_gate_exit" EXIT
 # Under `set -v`, bash echoes a trap's command each time the trap runs: the kernel leaves the gates
 # out of stderr (the user's own trap commands, which the gates eval, still echo as at a prompt).
-__sk_send GATES "$__sk_gate_debug"$'\n' "$__sk_gate_err"$'\n' "$__sk_gate_return"$'\n' "$__sk_gate_int"$'\n'
+__sk_send GATES "$__sk_gate_debug"$'\n' "$__sk_gate_err"$'\n' "$__sk_gate_return"$'\n' "$__sk_gate_int"$'\n' "$__sk_gate_exit"$'\n'

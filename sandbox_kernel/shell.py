@@ -26,7 +26,7 @@ READ_CHUNK = 1 << 20
 DRAIN_LIMIT = 8 << 20  # what a cell may have left in the pipes when its DONE arrives
 # How an interrupt escalates if the foreground command ignores SIGINT (seconds after it).
 ESCALATION = (("term", 0.3), ("kill", 0.6), ("shell", 1.2))
-MESSAGE_FIELDS = {b"DONE": 5, b"INPUT": 3, b"DISPLAY": 3, b"CWD": 2, b"GATES": 5}
+MESSAGE_FIELDS = {b"DONE": 5, b"INPUT": 3, b"DISPLAY": 3, b"CWD": 2, b"GATES": 6}
 # bash starts with stderr parked on fd 6 (an interactive bash without a terminal prints job-control
 # notices while it sets up); session.bash puts it back. `-a bash`: bash's messages say "bash:".
 BASH_ARGV = ["/bin/bash", "-c", "exec 6>&2 2>/dev/null; exec -a bash /bin/bash --norc --noprofile --noediting -i /dev/fd/3"]

@@ -56,6 +56,46 @@ def test_set_euo_pipefail_stops_the_cell_at_the_failure_and_stays_on(new_kernel)
     _state_survives(k)
 
 
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        ('echo "$nope"\necho not reached', "bash: nope: unbound variable\n"),
+        ("echo ${X:?must be set}; echo not reached", "bash: X: must be set\n"),
+        ("f() { echo ${!nope}; }\nf\necho not reached", "bash: nope: invalid indirect expansion\n"),
+        ("typeset -i n\nn='1+'\necho not reached", 'bash: 1+: syntax error: operand expected (error token is "+")\n'),
+    ],
+)
+def test_under_strict_mode_an_error_that_ends_bash_ends_the_cell_and_the_session_goes_on(new_kernel, cell, message):
+    # At a prompt, `set -eu` then an unbound variable closes the terminal; here the cell fails and
+    # the session keeps its variables, functions, aliases, options, traps, cwd and $$.
+    k = new_kernel()
+    k.run("set -euo pipefail")
+    pid = k.run("cd /tmp; KEPT='kept it'; declare -A M=([a]=1); declare -ri R=5; kept_fn() { echo fn; }\n"
+                "alias ll='echo ll'; trap 'echo usr1' USR1; trap 'echo bye' EXIT; set -- p1 'p 2'; echo $$").stdout
+    r = k.run(cell, timeout=20)
+    assert (r.status, r.ename, r.evalue) == ("error", "ExitCode", "exit status 1")
+    assert (r.stdout, r.stderr) == ("", message)
+    r = k.run('echo "$PWD|$KEPT|${M[a]}|$R|$(kept_fn)|$1|$2|$$"; ll; trap -p')
+    assert r.stdout == f"/tmp|kept it|1|5|fn|p1|p 2|{pid}ll\ntrap -- 'echo bye' EXIT\ntrap -- 'echo usr1' SIGUSR1\n"
+    r = k.run('echo "$-"; set -o | grep -wE "errexit|nounset|pipefail|errtrace"')
+    assert set("eu") <= set(r.stdout.split("\n")[0])
+    assert re.findall(r"(\w+)\s+on", r.stdout) == ["errexit", "errtrace", "nounset", "pipefail"]
+    r = k.run("false; echo not reached")  # set -e still ends the cell
+    assert (r.evalue, r.stdout) == ("exit status 1", "")
+    r = k.run("exit 3")  # and exit still ends the session, running the user's EXIT trap
+    assert (r.ename, r.stdout) == ("ShellExited", "bye\n")
+
+
+def test_a_background_job_outlives_a_strict_mode_error_which_says_it_left_the_job_table(new_kernel):
+    k = new_kernel()
+    k.run("set -eu")
+    job = k.run("sleep 300 & echo $!").stdout.strip()
+    r = k.run("echo $nope")
+    assert r.stderr.startswith("bash: nope: unbound variable\n")
+    assert "background jobs keep running but are no longer in `jobs`" in r.stderr
+    assert k.run(f"kill -0 {job} && echo running; jobs | wc -l").stdout == "running\n0\n"
+
+
 def test_exit_still_ends_the_session(new_kernel, tmp_path):
     k = new_kernel()
     r = k.run("set -e\nexit 3")
