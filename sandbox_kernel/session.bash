@@ -26,7 +26,7 @@ BASH_ARGV0=bash
 # reaches functions and `set -e` can end the cell there.
 set +H +m +o history -E
 shopt -s expand_aliases execfail
-# Where bash reads this script from: its own copy of fd 3 (see __sk_resume).
+# Where bash reads this script from: its own copy of fd 3 (see handover.bash).
 __sk_find_script() { # FD
     local __sk_f
     for __sk_f in /dev/fd/*; do
@@ -61,7 +61,7 @@ __sk_starting=
 __sk_user_debug= __sk_user_err= __sk_user_return= __sk_user_exit=  # the user's traps, run by the kernel's
 __sk_exiting=  # `exit` was called: the EXIT trap lets the shell end
 __sk_argv=()  # the positional parameters at the start of the cell
-__sk_resumed=  # this bash took over from one that ended on an error (see __sk_resume): the cell's status
+__sk_resumed=  # this bash took over from one that ended on an error (see handover.bash): the cell's status
 __sk_debug_set= __sk_return_set=  # the kernel's DEBUG, RETURN trap is set
 __sk_untrap=()  # the kernel's traps to remove at the top level after a cell
 
@@ -327,8 +327,12 @@ __sk_on_int() {
 __sk_on_exit() { # the positional parameters where the trap runs; $? is the exit status
     __sk_tst=$?
     [[ $__sk_in_cell && -z $__sk_exiting && $BASHPID == "$$" && $- == *e* ]] && (( __sk_tst < 128 )) || return 0
+    local __sk_opts=$- __sk_set __sk_traps
+    __sk_set=$(builtin set +o) __sk_traps=$(\builtin trap -p)
+    builtin set +euvx
+    \. "$__sk_dir/handover.bash" || return 0
     # in a function, the trap has the function's: the shell's are those the cell started with
-    if [[ ${FUNCNAME[1]} == source ]]; then __sk_resume "$@"; else __sk_resume "${__sk_argv[@]}"; fi
+    if [[ ${FUNCNAME[1]} == source ]]; then __sk_hand_over "$@"; else __sk_hand_over "${__sk_argv[@]}"; fi
     return 0
 } 59>/dev/null
 
@@ -338,50 +342,6 @@ exit() { # [N] : the builtin; the EXIT trap then knows that the shell was told t
     (( $# )) || set -- "$__sk_st"
     builtin exit "$@"
 } 59>/dev/null
-
-# What a fresh bash needs to go on as this one: variables (bash's own left out; a failing function's
-# locals come out global), functions, aliases, options, traps, the positional parameters. The cwd,
-# exported variables, umask and limits go with the process; background jobs keep running but leave
-# the job table. The state travels in a here-string (a pipe or an unlinked temporary file); the
-# new bash reads it in resume.bash. If the exec fails, this bash ends as it would have.
-__sk_resume() { # the positional parameters to keep
-    local __sk_opts=$- __sk_set __sk_traps __sk_n __sk_state __sk_line __sk_fd
-    local -a __sk_names
-    __sk_set=$(builtin set +o) __sk_traps=$(\builtin trap -p)
-    builtin set +euvx
-    (( $# )) && builtin printf -v __sk_state 'builtin set -- %s\n' "$(builtin printf '%q ' "$@")"
-    builtin mapfile -t __sk_names < <(builtin compgen -v)
-    for __sk_n in "${__sk_names[@]}"; do
-        [[ $__sk_n =~ $__sk_bash_variables || ( $__sk_n == __sk_* && ! $__sk_n =~ $__sk_kept_variables ) ]] ||
-            __sk_state+="$(builtin declare -p "$__sk_n" 2>/dev/null)"$'\n'
-    done
-    builtin mapfile -t __sk_names < <(builtin compgen -A function)
-    for __sk_n in "${__sk_names[@]}"; do
-        [[ $__sk_n == @(__sk_*|read|display|trap|exit) ]] || __sk_state+="$(builtin declare -f "$__sk_n")"$'\n'
-    done
-    # shopt before set: `shopt -u extdebug` turns functrace and errtrace off
-    __sk_state+="$(builtin alias -p)"$'\n'"$(builtin shopt -p)"$'\n'
-    while IFS= builtin read -r __sk_line; do
-        case $__sk_line in  # the kernel's own options, and those the kernel keeps for the user
-            *\ errexit) [[ $__sk_opts == *e* ]] && __sk_state+=$'__sk_errexit=1\n' ;;
-            *\ verbose) [[ $__sk_opts == *v* ]] && __sk_state+=$'__sk_verbose=1\n' ;;
-            *\ history | *\ monitor | *\ histexpand | *\ errtrace | *\ emacs | *\ vi) ;;
-            *) __sk_state+=$__sk_line$'\n' ;;
-        esac
-    done <<< "$__sk_set"
-    while IFS= builtin read -r __sk_line; do  # the kernel's own, and the user's in __sk_user_*
-        [[ $__sk_line =~ \ (DEBUG|ERR|RETURN|EXIT|SIGINT)$ ]] || __sk_state+=$__sk_line$'\n'
-    done <<< "$__sk_traps"
-    __sk_state+="__sk_resumed=$__sk_tst"$'\n'
-    [[ $(builtin jobs -p) ]] && builtin printf 'bash: the session goes on in a fresh bash (set -e ends bash on this error): its background jobs keep running but are no longer in `jobs`\n' >&2
-    builtin exec {__sk_fd}<<< "$__sk_state" || return 0
-    __SK_RESUME_FD=$__sk_fd builtin exec -a bash /bin/bash --noprofile --noediting --rcfile "$__sk_dir/resume.bash" -i /dev/fd/7 \
-        7<"/dev/fd/$__sk_script" 4<&"$__sk_data" 5>&"$__sk_ctl" 0<&"$__sk_stdin" 6>&2 2>/dev/null \
-        {__sk_data}<&- {__sk_ctl}>&- {__sk_stdin}<&- {__sk_cellfd}<&-
-}
-# bash's own variables, which a fresh bash sets itself
-__sk_bash_variables='^(BASH|BASHOPTS|BASHPID|BASH_ALIASES|BASH_ARG(C|V|V0)|BASH_CMDS|BASH_COMMAND|BASH_EXECUTION_STRING|BASH_LINENO|BASH_REMATCH|BASH_SOURCE|BASH_SUBSHELL|BASH_VERSINFO|BASH_VERSION|BASH_XTRACEFD|BASH_MONOSECONDS|COMP_WORDBREAKS|DIRSTACK|EPOCHREALTIME|EPOCHSECONDS|EUID|FUNCNAME|GROUPS|HISTCMD|HOSTTYPE|LINENO|MACHTYPE|OSTYPE|PIPESTATUS|PPID|PWD|RANDOM|SHELLOPTS|SRANDOM|UID|_)$'
-__sk_kept_variables='^__sk_(user_(debug|err|return|exit|ignored)|xtarget)$'
 
 __sk_recv() { # nonce
     __sk_take "$1" __sk_allow_stdin __sk_code
