@@ -2,43 +2,55 @@
 # (session.bash, __sk_on_exit, sources this then): it hands the session over to a fresh bash in the
 # same process, which starts with resume.bash.
 #
-# What a fresh bash needs to go on as this one: variables (bash's own left out; a failing function's
-# locals come out global), functions, aliases, options, traps, the positional parameters. The cwd,
-# exported variables, umask and limits go with the process; background jobs keep running but leave
-# the job table. The state travels in a here-string (a pipe or an unlinked temporary file); the
-# new bash reads it in resume.bash. If the exec fails, this bash ends as it would have.
-__sk_hand_over() { # the positional parameters to keep; __sk_opts, __sk_set, __sk_traps: the options and traps
-    local __sk_n __sk_state __sk_line __sk_fd
+# What the fresh bash needs to go on as this one: variables (bash's own left out; a variable that a
+# failing function's local shadows as it was outside), functions, options, traps, aliases, the
+# positional parameters; then the cell's status. The cwd, exported variables, umask, limits and
+# the user's fds go with the process, as do background jobs, which leave the job table; stdin,
+# stdout and stderr are the session's again. The state travels in a here-string (a pipe or an
+# unlinked temporary file), the fds' numbers in __SK_RESUME. If the exec fails, this bash ends as
+# it would have.
+__sk_hand_over() { # the positional parameters; __sk_opts, __sk_set, __sk_shopt: the user's options
+    local __sk_n __sk_d __sk_t __sk_i __sk_state= __sk_line
     local -a __sk_names
     (( $# )) && builtin printf -v __sk_state 'builtin set -- %s\n' "$(builtin printf '%q ' "$@")"
     builtin mapfile -t __sk_names < <(builtin compgen -v)
     for __sk_n in "${__sk_names[@]}"; do
-        [[ $__sk_n =~ $__sk_bash_variables || ( $__sk_n == __sk_* && ! $__sk_n =~ $__sk_kept_variables ) ]] ||
-            __sk_state+="$(builtin declare -p "$__sk_n" 2>/dev/null)"$'\n'
+        [[ $__sk_n =~ $__sk_bash_variables || ( $__sk_n == __sk_* && ! $__sk_n =~ $__sk_kept_variables ) ]] && continue
+        __sk_d= __sk_i=0
+        while __sk_t=$(builtin declare -p "$__sk_n" 2>/dev/null) && (( ++__sk_i < 100 )); do  # outward past locals
+            __sk_d=$__sk_t
+            if [[ $__sk_t == "declare -n"* ]]; then builtin unset -n "$__sk_n"; else builtin unset -v "$__sk_n"; fi 2>/dev/null || break
+        done
+        [[ $__sk_d ]] && __sk_state+=$__sk_d$'\n'
     done
     builtin mapfile -t __sk_names < <(builtin compgen -A function)
     for __sk_n in "${__sk_names[@]}"; do
-        [[ $__sk_n == @(__sk_*|read|display|trap|exit) ]] || __sk_state+="$(builtin declare -f "$__sk_n")"$'\n'
+        [[ $__sk_n == @(__sk_*|read|display|trap|exit) ]] || __sk_state+="$(builtin declare -f -- "$__sk_n")"$'\n'
     done
-    # shopt before set: `shopt -u extdebug` turns functrace and errtrace off
-    __sk_state+="$(builtin alias -p)"$'\n'"$(builtin shopt -p)"$'\n'
+    # shopt before set (`shopt -u extdebug` turns functrace and errtrace off); through `builtin`,
+    # past the user's functions, which are back by then.
+    __sk_state+=${__sk_shopt//shopt /builtin shopt }$'\n'
     while IFS= builtin read -r __sk_line; do
         case $__sk_line in  # the kernel's own options, and those the kernel keeps for the user
             *\ errexit) [[ $__sk_opts == *e* ]] && __sk_state+=$'__sk_errexit=1\n' ;;
             *\ verbose) [[ $__sk_opts == *v* ]] && __sk_state+=$'__sk_verbose=1\n' ;;
             *\ history | *\ monitor | *\ histexpand | *\ errtrace | *\ emacs | *\ vi) ;;
-            *) __sk_state+=$__sk_line$'\n' ;;
+            *) __sk_state+="builtin $__sk_line"$'\n' ;;
         esac
     done <<< "$__sk_set"
-    while IFS= builtin read -r __sk_line; do  # the kernel's own, and the user's in __sk_user_*
-        [[ $__sk_line =~ \ (DEBUG|ERR|RETURN|EXIT|SIGINT)$ ]] || __sk_state+=$__sk_line$'\n'
-    done <<< "$__sk_traps"
-    __sk_state+="__sk_resumed=$__sk_tst"$'\n'
-    [[ $(builtin jobs -p) ]] && builtin printf 'bash: the session goes on in a fresh bash (set -e ends bash on this error): its background jobs keep running but are no longer in `jobs`\n' >&2
-    builtin exec {__sk_fd}<<< "$__sk_state" || return 0
-    __SK_RESUME_FD=$__sk_fd builtin exec -a bash /bin/bash --noprofile --noediting --rcfile "$__sk_dir/resume.bash" -i /dev/fd/7 \
-        7<"/dev/fd/$__sk_script" 4<&"$__sk_data" 5>&"$__sk_ctl" 0<&"$__sk_stdin" 6>&2 2>/dev/null \
-        {__sk_data}<&- {__sk_ctl}>&- {__sk_stdin}<&- {__sk_cellfd}<&-
+    builtin trap - DEBUG ERR RETURN INT EXIT  # the kernel's (the user's are in __sk_user_*)
+    __sk_t=$(\builtin trap -p)
+    [[ $__sk_t ]] && __sk_state+=$__sk_t$'\n'
+    __sk_state+=$(builtin alias -p)  # last: an alias changes how what follows it parses
+    [[ $(builtin jobs -p) ]] && builtin printf 'bash: the session goes on in a fresh bash (set -e ends bash on this error): its background jobs keep running but are no longer in `jobs`\n' >&"$__sk_stderr"
+    # What would keep the fresh bash from reading resume.bash (posix mode); the state puts it back.
+    builtin unset -v POSIXLY_CORRECT ENV
+    builtin export -n SHELLOPTS BASHOPTS
+    {
+        __SK_RESUME="$__sk_data $__sk_ctl $__sk_stdin $__sk_parked $__sk_script_copy $__sk_fd $__sk_tst" \
+            builtin exec -a bash /bin/bash --noprofile --noediting --rcfile "$__sk_dir/resume.bash" -i "/dev/fd/$__sk_script_copy" \
+            0<&"$__sk_stdin" 1>&"$__sk_stdout" 2>/dev/null {__sk_stdout}>&- {__sk_stderr}>&- {__sk_cellfd}<&-
+    } {__sk_parked}>&"$__sk_stderr" {__sk_script_copy}<"/dev/fd/$__sk_script" {__sk_fd}<<< "$__sk_state"
 }
 # bash's own variables, which a fresh bash sets itself
 __sk_bash_variables='^(BASH|BASHOPTS|BASHPID|BASH_ALIASES|BASH_ARG(C|V|V0)|BASH_CMDS|BASH_COMMAND|BASH_EXECUTION_STRING|BASH_LINENO|BASH_REMATCH|BASH_SOURCE|BASH_SUBSHELL|BASH_VERSINFO|BASH_VERSION|BASH_XTRACEFD|BASH_MONOSECONDS|COMP_WORDBREAKS|DIRSTACK|EPOCHREALTIME|EPOCHSECONDS|EUID|FUNCNAME|GROUPS|HISTCMD|HOSTTYPE|LINENO|MACHTYPE|OSTYPE|PIPESTATUS|PPID|PWD|RANDOM|SHELLOPTS|SRANDOM|UID|_)$'

@@ -19,23 +19,33 @@
 # job-control notices), 6 the real stderr, 3 this script (bash reads it through fd 255), 4 data from
 # the kernel, 5 messages to the kernel (NUL-terminated fields).
 
-exec 2>&6 6>&-
+__sk_find_script() { # FD : where bash reads this script from, its own copy of FD (see handover.bash)
+    local - __sk_f
+    builtin set +f
+    for __sk_f in /dev/fd/*; do
+        [[ ${__sk_f##*/} -gt 9 && $__sk_f -ef /dev/fd/$1 ]] && { __sk_script=${__sk_f##*/}; return 0; }
+    done
+}
+if [[ ${__SK_RESUME-} ]]; then
+    # A bash taking over from one that set -e was ending (handover.bash, resume.bash): the fds are
+    # where the old bash had them, the user's 3-9 too.
+    builtin read -r __sk_data __sk_ctl __sk_stdin __sk_parked __sk_script_copy __sk_state_fd __sk_resumed <<< "$__SK_RESUME"
+    exec 2>&"$__sk_parked" {__sk_parked}>&- 59>/dev/null
+    unset -v __SK_RESUME __sk_parked
+else
+    exec 2>&6 6>&-
+    __sk_find_script 3
+    # Keep 3-9 free for the user: the protocol fds move above 10.
+    exec {__sk_data}<&4 {__sk_ctl}>&5 {__sk_stdin}<&0 3<&- 4<&- 5>&- 59>/dev/null
+fi
+# The session's stdout and stderr, whatever a command that bash ends in has redirected.
+exec {__sk_stdout}>&1 {__sk_stderr}>&2
 unset BASH_ENV ENV HISTFILE
 BASH_ARGV0=bash
 # No history, no job control (background jobs then ignore SIGINT); errtrace, so that the ERR trap
 # reaches functions and `set -e` can end the cell there.
 set +H +m +o history -E
 shopt -s expand_aliases execfail
-# Where bash reads this script from: its own copy of fd 3 (see handover.bash).
-__sk_find_script() { # FD
-    local __sk_f
-    for __sk_f in /dev/fd/*; do
-        [[ ${__sk_f##*/} -gt 9 && $__sk_f -ef /dev/fd/$1 ]] && { __sk_script=${__sk_f##*/}; return 0; }
-    done
-}
-[[ ${__SK_RESUME_FD-} ]] || __sk_find_script 3
-# Keep 3-9 free for the user: the protocol fds move above 10.
-exec {__sk_data}<&4 {__sk_ctl}>&5 {__sk_stdin}<&0 3<&- 4<&- 5>&- 59>/dev/null
 BASH_XTRACEFD=59
 __sk_xtarget=2  # where the user's traces go: stderr, or the user's own BASH_XTRACEFD
 __sk_dir=${BASH_SOURCE[0]%/*}
@@ -61,7 +71,7 @@ __sk_starting=
 __sk_user_debug= __sk_user_err= __sk_user_return= __sk_user_exit=  # the user's traps, run by the kernel's
 __sk_exiting=  # `exit` was called: the EXIT trap lets the shell end
 __sk_argv=()  # the positional parameters at the start of the cell
-__sk_resumed=  # this bash took over from one that ended on an error (see handover.bash): the cell's status
+__sk_resumed=${__sk_resumed-}  # this bash took over from one that set -e was ending: the cell's status
 __sk_debug_set= __sk_return_set=  # the kernel's DEBUG, RETURN trap is set
 __sk_untrap=()  # the kernel's traps to remove at the top level after a cell
 
@@ -221,7 +231,8 @@ trap() { # [-lp] [[COMMAND] SIGNAL...] : the builtin, with DEBUG, ERR and RETURN
     for __sk_s; do
         case ${__sk_s^^} in
             DEBUG | ERR | RETURN) __sk_keep_trap "${__sk_s^^}" "$__sk_c" ;;
-            EXIT | SIGEXIT | 0) __sk_keep_trap EXIT "$__sk_c" ;;
+            EXIT | SIGEXIT | 0)  # (a subshell has no kernel EXIT trap: its own is bash's)
+                if [[ $BASHPID == "$$" ]]; then __sk_keep_trap EXIT "$__sk_c"; else __sk_other+=("$__sk_s"); fi ;;
             *) __sk_other+=("$__sk_s") ;;
         esac
     done
@@ -246,7 +257,7 @@ __sk_keep_trap() { # SIGNAL COMMAND ('-': reset)
 __sk_show_traps() { # [SIGNAL...] : `trap -p` as the user set the traps, the kernel's own left out
     local __sk_s __sk_t __sk_line
     if (( $# == 0 )); then
-        __sk_show_traps EXIT  # bash lists EXIT first
+        [[ $BASHPID == "$$" ]] && __sk_show_traps EXIT  # bash lists EXIT first
         __sk_t=$(\builtin trap -p)
         [[ $__sk_t ]] && while IFS= builtin read -r __sk_line; do
             case $__sk_line in
@@ -259,8 +270,16 @@ __sk_show_traps() { # [SIGNAL...] : `trap -p` as the user set the traps, the ker
     fi
     for __sk_s; do
         case ${__sk_s^^} in
-            DEBUG | ERR | RETURN | EXIT | SIGEXIT | 0)
-                case ${__sk_s^^} in SIGEXIT | 0) __sk_s=EXIT ;; esac
+            EXIT | SIGEXIT | 0)
+                if [[ $BASHPID != "$$" ]]; then  # a subshell's own, unless it is still the kernel's
+                    __sk_t=$(\builtin trap -p EXIT)
+                    if [[ $__sk_t && $__sk_t != "trap -- '$__sk_gate_exit' EXIT" ]]; then
+                        builtin printf '%s\n' "$__sk_t"
+                        continue
+                    fi
+                fi
+                __sk_s=EXIT ;&
+            DEBUG | ERR | RETURN)
                 local -n __sk_var=__sk_user_${__sk_s,,}
                 [[ $__sk_var || $__sk_user_ignored == *" ${__sk_s^^}"* ]] &&
                     builtin printf "trap -- '%s' %s\n" "${__sk_var//\'/\'\\\'\'}" "${__sk_s^^}"
@@ -326,13 +345,16 @@ __sk_on_int() {
 # one's state: it ends the cell as failed and goes on. Otherwise the user's EXIT trap runs.
 __sk_on_exit() { # the positional parameters where the trap runs; $? is the exit status
     __sk_tst=$?
-    [[ $__sk_in_cell && -z $__sk_exiting && $BASHPID == "$$" && $- == *e* ]] && (( __sk_tst < 128 )) || return 0
-    local __sk_opts=$- __sk_set __sk_traps
-    __sk_set=$(builtin set +o) __sk_traps=$(\builtin trap -p)
-    builtin set +euvx
+    # (bash's own end on an error has a status of 1 to 127; `builtin exit N` reads as one)
+    [[ $__sk_in_cell && -z $__sk_exiting && $BASHPID == "$$" && $- == *e* && $__sk_script ]] &&
+        (( __sk_tst > 0 && __sk_tst < 128 )) || return 0
+    local __sk_opts=$- __sk_set __sk_shopt
+    __sk_set=$(builtin set +o) __sk_shopt=$(builtin shopt -p)
+    builtin set +euvxf
+    builtin shopt -u nocasematch
     \. "$__sk_dir/handover.bash" || return 0
-    # in a function, the trap has the function's: the shell's are those the cell started with
-    if [[ ${FUNCNAME[1]} == source ]]; then __sk_hand_over "$@"; else __sk_hand_over "${__sk_argv[@]}"; fi
+    # in a function or a sourced file, the trap has theirs: the shell's are those the cell started with
+    if (( ${#FUNCNAME[@]} == 3 )); then __sk_hand_over "$@"; else __sk_hand_over "${__sk_argv[@]}"; fi
     return 0
 } 59>/dev/null
 
@@ -491,8 +513,8 @@ __sk_lost() { # nonce : the first line of the cell was abandoned (an error at th
     [[ $__sk_sent == "$1" ]] && return 0
     if [[ $__sk_resumed ]]; then  # the first command of a bash that took over (resume.bash)
         __sk_st=$__sk_resumed
-        __sk_find_script 7
-        builtin exec 7<&-
+        __sk_find_script "$__sk_script_copy"
+        \exec {__sk_script_copy}<&-
     fi
     __sk_done "$1" "$__sk_st"
     __sk_resumed=

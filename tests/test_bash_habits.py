@@ -6,6 +6,8 @@ import subprocess
 
 import pytest
 
+# Every fd of the shell's but the cell's own stdout and stderr (the kernel keeps copies of them).
+OTHER_FDS = "[[ /dev/fd/$fd -ef /dev/stdout || /dev/fd/$fd -ef /dev/stderr ]] && continue;"
 STATE = "cd /tmp; KEPT=kept; kept_fn() { echo fn; }; sleep 300 &"
 CHECK = 'echo "$PWD $KEPT $(kept_fn) $(jobs -r | wc -l)"'
 
@@ -84,6 +86,32 @@ def test_under_strict_mode_an_error_that_ends_bash_ends_the_cell_and_the_session
     assert (r.evalue, r.stdout) == ("exit status 1", "")
     r = k.run("exit 3")  # and exit still ends the session, running the user's EXIT trap
     assert (r.ename, r.stdout) == ("ShellExited", "bye\n")
+
+
+def test_the_strict_mode_hand_over_keeps_what_the_user_has_whatever_the_options(new_kernel, tmp_path):
+    k = new_kernel()
+    k.run("exec 3>fd3.txt 8>fd8.txt; G=(g1 g2); declare -A M=([\"a'b\"]=$'x\\ny'); declare -n R=G\n"
+          "trap $'echo u1\\necho u2' USR1; shopt -s varredir_close nocasematch\n"
+          "shopt() { echo my-shopt; }; alias unset='echo UNSET'; export POSIXLY_CORRECT=1; uid=mine; IFS=:\n"
+          "set -f -eu")
+    # an error in a function whose local shadows a global, with stdout and stderr redirected
+    r = k.run("f() { local G=shadow; echo $nope; }\nf >out.txt 2>err.txt", timeout=20)
+    assert (r.ename, r.evalue, r.stdout, r.stderr) == ("ExitCode", "exit status 1", "", "")
+    assert (tmp_path / "err.txt").read_text() == "bash: nope: unbound variable\n"
+    r = k.run('echo visible; echo visible-err >&2; declare -p G M R uid IFS POSIXLY_CORRECT; trap -p USR1\n'
+              'echo three >&3; echo eight >&8; shopt | head -1; type -t unset; builtin shopt -p varredir_close nocasematch')
+    assert r.stderr == "visible-err\n"
+    assert r.stdout == ("visible\ndeclare -a G=([0]=\"g1\" [1]=\"g2\")\ndeclare -A M=([\"a'b\"]=$'x\\ny' )\n"
+                        'declare -n R="G"\ndeclare -- uid="mine"\ndeclare -- IFS=":"\ndeclare -x POSIXLY_CORRECT="1"\n'
+                        "trap -- 'echo u1\necho u2' USR1\nmy-shopt\nalias\n"
+                        "shopt -s varredir_close\nshopt -s nocasematch\n")
+    assert set("efu") <= set(k.run('echo "$-"').stdout.strip())
+    assert (tmp_path / "fd3.txt").read_text() == "three\n" and (tmp_path / "fd8.txt").read_text() == "eight\n"
+
+
+def test_subshells_run_their_own_exit_traps(kernel):
+    r = kernel.run("( trap 'echo sub-bye' EXIT; echo in ); x=$(trap 'echo cs-bye' EXIT; echo v); echo \"x=$x\"")
+    assert r.stdout == "in\nsub-bye\nx=v\ncs-bye\n"
 
 
 def test_a_background_job_outlives_a_strict_mode_error_which_says_it_left_the_job_table(new_kernel):
@@ -262,7 +290,7 @@ def test_the_users_options_aliases_and_functions_do_not_change_how_cells_start_a
     ],
 )
 def test_forged_protocol_messages_cannot_wedge_the_session(kernel, forged):
-    r = kernel.run(f"for fd in {{10..30}}; do {{ {{ {forged}; }} >&$fd; }} 2>/dev/null; done; echo after", timeout=10)
+    r = kernel.run(f"for fd in {{10..30}}; do {OTHER_FDS} {{ {{ {forged}; }} >&$fd; }} 2>/dev/null; done; echo after", timeout=10)
     assert (r.status, r.stdout) == ("ok", "after\n")
     assert kernel.run("echo next").stdout == "next\n"
 
@@ -305,7 +333,7 @@ def test_what_a_cell_writes_to_the_control_channel_stays_bounded_in_the_kernel(n
     # On every fd: a reply header that asks for ten million fields, 20 fields of 1 MB, one of 60 MB.
     flood = (r"printf 'REPLY\0x\09999999\0'; for i in {1..20}; do head -c 1000000 /dev/zero | tr '\0' x; "
              r"printf '\0'; done; head -c 60000000 /dev/zero | tr '\0' x; printf '\0'")
-    r = k.run(f"for fd in {{10..30}}; do {{ {{ {flood}; }} >&$fd; }} 2>/dev/null; done; echo after", timeout=60)
+    r = k.run(f"for fd in {{10..30}}; do {OTHER_FDS} {{ {{ {flood}; }} >&$fd; }} 2>/dev/null; done; echo after", timeout=60)
     assert (r.status, r.stdout) == ("ok", "after\n")
     grown_mb = (_peak_rss_kb(k.pid) - before) / 1024
     assert grown_mb < 40, f"the kernel grew by {grown_mb:.0f} MB"
