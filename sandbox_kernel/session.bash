@@ -23,7 +23,7 @@ __sk_find_script() { # FD : where bash reads this script from, its own copy of F
     local - __sk_f
     builtin set +f
     for __sk_f in /dev/fd/*; do
-        [[ ${__sk_f##*/} -gt 9 && $__sk_f -ef /dev/fd/$1 ]] && { __sk_script=${__sk_f##*/}; return 0; }
+        [[ ${__sk_f##*/} -gt 9 && ${__sk_f##*/} != "$1" && $__sk_f -ef /dev/fd/$1 ]] && { __sk_script=${__sk_f##*/}; return 0; }
     done
 }
 if [[ ${__SK_RESUME-} ]]; then

@@ -109,6 +109,16 @@ def test_the_strict_mode_hand_over_keeps_what_the_user_has_whatever_the_options(
     assert (tmp_path / "fd3.txt").read_text() == "three\n" and (tmp_path / "fd8.txt").read_text() == "eight\n"
 
 
+def test_strict_mode_errors_can_follow_one_another_and_leak_no_fds(new_kernel):
+    k = new_kernel()
+    k.run("set -eu; K=kept")
+    fds = k.run("ls /proc/$$/fd | wc -l").stdout
+    for name, cell in (("a", "echo $a"), ("b", "echo $b"), ("c", "f() { echo $c; }; f")):
+        r = k.run(cell, timeout=20)
+        assert (r.ename, r.stderr) == ("ExitCode", f"bash: {name}: unbound variable\n")
+    assert k.run('echo "$K"; ls /proc/$$/fd | wc -l').stdout == "kept\n" + fds
+
+
 def test_subshells_run_their_own_exit_traps(kernel):
     r = kernel.run("( trap 'echo sub-bye' EXIT; echo in ); x=$(trap 'echo cs-bye' EXIT; echo v); echo \"x=$x\"")
     assert r.stdout == "in\nsub-bye\nx=v\ncs-bye\n"
