@@ -3,8 +3,10 @@ machinery never shows (in traces, traps, messages) and cannot be wedged from a c
 
 import re
 import subprocess
+import tempfile
 
 import pytest
+from harness import Kernel, user_dir
 
 # Every fd of the shell's but the cell's own stdout and stderr (the kernel keeps copies of them).
 OTHER_FDS = "[[ /dev/fd/$fd -ef /dev/stdout || /dev/fd/$fd -ef /dev/stderr ]] && continue;"
@@ -107,6 +109,22 @@ def test_the_strict_mode_hand_over_keeps_what_the_user_has_whatever_the_options(
                         "shopt -s varredir_close\nshopt -s nocasematch\n")
     assert set("efu") <= set(k.run('echo "$-"').stdout.strip())
     assert (tmp_path / "fd3.txt").read_text() == "three\n" and (tmp_path / "fd8.txt").read_text() == "eight\n"
+
+
+@pytest.mark.parametrize("setup", ["root", "isolation off", "user"])
+def test_the_strict_mode_hand_over_holds_as_root_as_a_user_and_without_isolation(setup):
+    if setup == "user":
+        k = Kernel(user_dir("sk-strict-"), flavor="user")
+    else:
+        k = Kernel(tempfile.mkdtemp(prefix="sk-strict-"), ["--Sandbox.isolation=off"] if setup == "isolation off" else [])
+    try:
+        k.run("set -euo pipefail; K='kept it'; f() { echo fn; }; cd /")
+        r = k.run("echo ${nope}x", timeout=20)
+        assert (r.ename, r.stderr) == ("ExitCode", "bash: nope: unbound variable\n")
+        out = k.run('echo "$K|$(f)|$PWD|$-"').stdout.strip().split("|")
+        assert out[:3] == ["kept it", "fn", "/"] and set("eu") <= set(out[3])
+    finally:
+        k.shutdown()
 
 
 def test_strict_mode_errors_can_follow_one_another_and_leak_no_fds(new_kernel):
