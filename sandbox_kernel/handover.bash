@@ -2,17 +2,36 @@
 # (session.bash, __sk_on_exit, sources this then): it hands the session over to a fresh bash in the
 # same process, which starts with resume.bash.
 #
-# What the fresh bash needs to go on as this one: variables (bash's own left out; a variable that a
-# failing function's local shadows as it was outside), functions, options, traps, aliases, the
-# positional parameters; then the cell's status. The cwd, exported variables, umask, limits and
+# What the fresh bash needs to go on as this one: options, the positional parameters, variables
+# (bash's own left out; a variable that a failing function's local shadows as it was outside),
+# functions, traps, aliases; and the cell's status. The cwd, exported variables, umask, limits and
 # the user's fds go with the process, as do background jobs, which leave the job table; stdin,
 # stdout and stderr are the session's again. The state travels in a here-string (a pipe or an
 # unlinked temporary file), the fds' numbers in __SK_RESUME. If the exec fails, this bash ends as
 # it would have.
 __sk_hand_over() { # the positional parameters; __sk_opts, __sk_set, __sk_shopt: the user's options
-    local __sk_n __sk_d __sk_t __sk_i __sk_state= __sk_line
-    local -a __sk_names
-    (( $# )) && builtin printf -v __sk_state 'builtin set -- %s\n' "$(builtin printf '%q ' "$@")"
+    local __sk_n __sk_d __sk_t __sk_i __sk_state __sk_line
+    local -a __sk_names __sk_items=()
+    # Options first (extglob changes how functions parse); extdebug and functrace wait for the
+    # end of the fresh bash's start-up (__sk_lost), where extdebug does not start a debugger.
+    # Through `builtin`: the user's functions are back by then.
+    while IFS= builtin read -r __sk_line; do
+        case $__sk_line in
+            *\ extdebug) [[ $__sk_line == *-s* ]] && __sk_items+=(__sk_resume_extdebug=1) ;;
+            *\ login_shell | *\ restricted_shell) ;;
+            *) __sk_items+=("builtin $__sk_line") ;;
+        esac
+    done <<< "$__sk_shopt"
+    while IFS= builtin read -r __sk_line; do
+        case $__sk_line in  # the kernel's own options, and those the kernel keeps for the user
+            *\ errexit) [[ $__sk_opts == *e* ]] && __sk_items+=(__sk_errexit=1) ;;
+            *\ verbose) [[ $__sk_opts == *v* ]] && __sk_items+=(__sk_verbose=1) ;;
+            *\ functrace) [[ $__sk_opts == *T* ]] && __sk_items+=(__sk_resume_functrace=1) ;;
+            *\ history | *\ monitor | *\ histexpand | *\ errtrace | *\ emacs | *\ vi) ;;
+            *) __sk_items+=("builtin $__sk_line") ;;
+        esac
+    done <<< "$__sk_set"
+    (( $# )) && __sk_items+=("builtin set -- $(builtin printf '%q ' "$@")")
     builtin mapfile -t __sk_names < <(builtin compgen -v)
     for __sk_n in "${__sk_names[@]}"; do
         [[ $__sk_n =~ $__sk_bash_variables || ( $__sk_n == __sk_* && ! $__sk_n =~ $__sk_kept_variables ) ]] && continue
@@ -21,27 +40,20 @@ __sk_hand_over() { # the positional parameters; __sk_opts, __sk_set, __sk_shopt:
             __sk_d=$__sk_t
             if [[ $__sk_t == "declare -n"* ]]; then builtin unset -n "$__sk_n"; else builtin unset -v "$__sk_n"; fi 2>/dev/null || break
         done
-        [[ $__sk_d ]] && __sk_state+=$__sk_d$'\n'
+        [[ $__sk_d ]] && __sk_items+=("$__sk_d")
     done
     builtin mapfile -t __sk_names < <(builtin compgen -A function)
     for __sk_n in "${__sk_names[@]}"; do
-        [[ $__sk_n == @(__sk_*|read|display|trap|exit) ]] || __sk_state+="$(builtin declare -f -- "$__sk_n")"$'\n'
+        [[ $__sk_n == @(__sk_*|read|display|trap|exit) ]] ||
+            { __sk_t=$(builtin declare -f -- "$__sk_n" 2>/dev/null) && __sk_items+=("$__sk_t"); }
     done
-    # shopt before set (`shopt -u extdebug` turns functrace and errtrace off); through `builtin`,
-    # past the user's functions, which are back by then.
-    __sk_state+=${__sk_shopt//shopt /builtin shopt }$'\n'
-    while IFS= builtin read -r __sk_line; do
-        case $__sk_line in  # the kernel's own options, and those the kernel keeps for the user
-            *\ errexit) [[ $__sk_opts == *e* ]] && __sk_state+=$'__sk_errexit=1\n' ;;
-            *\ verbose) [[ $__sk_opts == *v* ]] && __sk_state+=$'__sk_verbose=1\n' ;;
-            *\ history | *\ monitor | *\ histexpand | *\ errtrace | *\ emacs | *\ vi) ;;
-            *) __sk_state+="builtin $__sk_line"$'\n' ;;
-        esac
-    done <<< "$__sk_set"
     builtin trap - DEBUG ERR RETURN INT EXIT  # the kernel's (the user's are in __sk_user_*)
     __sk_t=$(\builtin trap -p)
-    [[ $__sk_t ]] && __sk_state+=$__sk_t$'\n'
-    __sk_state+=$(builtin alias -p)  # last: an alias changes how what follows it parses
+    [[ $__sk_t ]] && __sk_items+=("$__sk_t")
+    __sk_t=$(builtin alias -p)
+    [[ $__sk_t ]] && __sk_items+=("$__sk_t")
+    # One eval per item, each quoted whole: what the fresh bash cannot take loses that item alone.
+    builtin printf -v __sk_state 'builtin eval -- %q\n' "${__sk_items[@]}"
     [[ $(builtin jobs -p) ]] && builtin printf 'bash: the session goes on in a fresh bash (set -e ends bash on this error): its background jobs keep running but are no longer in `jobs`\n' >&"$__sk_stderr"
     # What would keep the fresh bash from reading resume.bash (posix mode); the state puts it back.
     builtin unset -v POSIXLY_CORRECT ENV

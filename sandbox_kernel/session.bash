@@ -72,6 +72,7 @@ __sk_user_debug= __sk_user_err= __sk_user_return= __sk_user_exit=  # the user's 
 __sk_exiting=  # `exit` was called: the EXIT trap lets the shell end
 __sk_argv=()  # the positional parameters at the start of the cell
 __sk_resumed=${__sk_resumed-}  # this bash took over from one that set -e was ending: the cell's status
+__sk_resume_extdebug= __sk_resume_functrace=  # its extdebug and functrace, for after the start-up
 __sk_debug_set= __sk_return_set=  # the kernel's DEBUG, RETURN trap is set
 __sk_untrap=()  # the kernel's traps to remove at the top level after a cell
 
@@ -515,6 +516,9 @@ __sk_lost() { # nonce : the first line of the cell was abandoned (an error at th
         __sk_st=$__sk_resumed
         __sk_find_script "$__sk_script_copy"
         \exec {__sk_script_copy}<&-
+        [[ $__sk_resume_extdebug ]] && builtin shopt -s extdebug
+        if [[ $__sk_resume_functrace ]]; then builtin set -ET; else builtin set -E +T; fi
+        __sk_resume_extdebug= __sk_resume_functrace=
     fi
     __sk_done "$1" "$__sk_st"
     __sk_resumed=

@@ -137,6 +137,18 @@ def test_strict_mode_errors_can_follow_one_another_and_leak_no_fds(new_kernel):
     assert k.run('echo "$K"; ls /proc/$$/fd | wc -l').stdout == "kept\n" + fds
 
 
+def test_the_strict_mode_hand_over_keeps_extglob_functions_and_extdebug(new_kernel):
+    k = new_kernel()
+    k.run("shopt -s extglob")
+    k.run("m() { case $1 in @(x|y)) echo match;; esac; }; zf() { echo zf; }; alias zz='echo zz'\n"
+          "shopt -s extdebug; set -T -euo pipefail")
+    assert k.run("echo $undefined1", timeout=20).stderr == "bash: undefined1: unbound variable\n"
+    r = k.run('echo "$-"; m x; zf; zz; shopt -p extglob extdebug; set -o | grep -w pipefail')
+    flags, rest = r.stdout.split("\n", 1)
+    assert set("euET") <= set(flags) and r.stderr == ""
+    assert rest == "match\nzf\nzz\nshopt -s extglob\nshopt -s extdebug\npipefail       \ton\n"
+
+
 def test_subshells_run_their_own_exit_traps(kernel):
     r = kernel.run("( trap 'echo sub-bye' EXIT; echo in ); x=$(trap 'echo cs-bye' EXIT; echo v); echo \"x=$x\"")
     assert r.stdout == "in\nsub-bye\nx=v\ncs-bye\n"
