@@ -16,7 +16,7 @@
 # -e and -v are off while the kernel's code runs and come back at the cell's first command.
 #
 # Fds on entry: 0 stdin that is always at EOF, 1 stdout, 2 /dev/null while bash started (it prints
-# job-control notices), 6 the real stderr, 3 this script (bash reads it through fd 255), 4 data from
+# job-control notices), 6 the real stderr, 3 this script (bash reads it through a copy above 9), 4 data from
 # the kernel, 5 messages to the kernel (NUL-terminated fields).
 
 __sk_find_script() { # FD : where bash reads this script from, its own copy of FD (see handover.bash)
