@@ -134,7 +134,8 @@ def test_strict_mode_errors_can_follow_one_another_and_leak_no_fds(new_kernel):
     for name, cell in (("a", "echo $a"), ("b", "echo $b"), ("c", "f() { echo $c; }; f")):
         r = k.run(cell, timeout=20)
         assert (r.ename, r.stderr) == ("ExitCode", f"bash: {name}: unbound variable\n")
-    assert k.run('echo "$K"; ls /proc/$$/fd | wc -l').stdout == "kept\n" + fds
+    kept, after = k.run('echo "$K"; ls /proc/$$/fd | wc -l').stdout.split()
+    assert kept == "kept" and int(after) <= int(fds)  # (the first bash may hold one more from its start)
 
 
 def test_the_strict_mode_hand_over_keeps_extglob_functions_and_extdebug(new_kernel):
