@@ -3,12 +3,12 @@
 # same process, which starts with resume.bash.
 #
 # What the fresh bash needs to go on as this one: options, the positional parameters, variables
-# (bash's own left out; a variable that a failing function's local shadows as it was outside),
-# functions, traps, aliases; and the cell's status. The cwd, exported variables, umask, limits and
-# the user's fds go with the process, as do background jobs, which leave the job table; stdin,
-# stdout and stderr are the session's again. The state travels in a here-string (a pipe or an
-# unlinked temporary file), the fds' numbers in __SK_RESUME. If the exec fails, this bash ends as
-# it would have.
+# (bash's own left out; a variable that a failing function's local shadows as it was outside, a
+# local that shadows nothing not at all), the pushd stack, functions, traps, aliases; and the
+# cell's status. The cwd, exported variables, umask, limits and the user's fds go with the
+# process, as do background jobs, which leave the job table; stdin, stdout and stderr are the
+# session's again. The state travels in a here-string (a pipe or an unlinked temporary file), the
+# fds' numbers in __SK_RESUME. If the exec fails, this bash ends as it would have.
 __sk_hand_over() { # the positional parameters; __sk_opts, __sk_set, __sk_shopt: the user's options
     local __sk_n __sk_d __sk_t __sk_i __sk_state __sk_line
     local -a __sk_names __sk_items=()
@@ -35,12 +35,18 @@ __sk_hand_over() { # the positional parameters; __sk_opts, __sk_set, __sk_shopt:
     builtin mapfile -t __sk_names < <(builtin compgen -v)
     for __sk_n in "${__sk_names[@]}"; do
         [[ $__sk_n =~ $__sk_bash_variables || ( $__sk_n == __sk_* && ! $__sk_n =~ $__sk_kept_variables ) ]] && continue
+        # Outward past locals to the global. `declare -g` declares a global where there is none, so
+        # that a local which shadows nothing ends on that bare declaration, which is left out.
+        builtin declare -g -- "$__sk_n" 2>/dev/null
         __sk_d= __sk_i=0
-        while __sk_t=$(builtin declare -p "$__sk_n" 2>/dev/null) && (( ++__sk_i < 100 )); do  # outward past locals
+        while __sk_t=$(builtin declare -p "$__sk_n" 2>/dev/null) && (( ++__sk_i < 100 )); do
             __sk_d=$__sk_t
             if [[ $__sk_t == "declare -n"* ]]; then builtin unset -n "$__sk_n"; else builtin unset -v "$__sk_n"; fi 2>/dev/null || break
         done
-        [[ $__sk_d ]] && __sk_items+=("$__sk_d")
+        [[ $__sk_d && ( $__sk_i == 1 || $__sk_d != "declare -- $__sk_n" ) ]] && __sk_items+=("$__sk_d")
+    done
+    for (( __sk_i = ${#DIRSTACK[@]} - 1; __sk_i > 0; __sk_i-- )); do  # the pushd stack, bottom first
+        __sk_items+=("builtin pushd -n -- ${DIRSTACK[__sk_i]@Q} >/dev/null")
     done
     builtin mapfile -t __sk_names < <(builtin compgen -A function)
     for __sk_n in "${__sk_names[@]}"; do

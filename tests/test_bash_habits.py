@@ -95,9 +95,9 @@ def test_the_strict_mode_hand_over_keeps_what_the_user_has_whatever_the_options(
     k.run("exec 3>fd3.txt 8>fd8.txt; G=(g1 g2); declare -A M=([\"a'b\"]=$'x\\ny'); declare -n R=G\n"
           "trap $'echo u1\\necho u2' USR1; shopt -s varredir_close nocasematch\n"
           "shopt() { echo my-shopt; }; alias unset='echo UNSET'; export POSIXLY_CORRECT=1; uid=mine; IFS=:\n"
-          "set -f -eu")
-    # an error in a function whose local shadows a global, with stdout and stderr redirected
-    r = k.run("f() { local G=shadow; echo $nope; }\nf >out.txt 2>err.txt", timeout=20)
+          "pushd -n /usr >/dev/null; pushd -n '/a b' >/dev/null; set -f -eu")
+    # an error in a function whose locals shadow a global and nothing, with stdout and stderr redirected
+    r = k.run("f() { local G=shadow L=local; echo $nope; }\nf >out.txt 2>err.txt", timeout=20)
     assert (r.ename, r.evalue, r.stdout, r.stderr) == ("ExitCode", "exit status 1", "", "")
     assert (tmp_path / "err.txt").read_text() == "bash: nope: unbound variable\n"
     r = k.run('echo visible; echo visible-err >&2; declare -p G M R uid IFS POSIXLY_CORRECT; trap -p USR1\n'
@@ -108,6 +108,8 @@ def test_the_strict_mode_hand_over_keeps_what_the_user_has_whatever_the_options(
                         "trap -- 'echo u1\necho u2' USR1\nmy-shopt\nalias\n"
                         "shopt -s varredir_close\nshopt -s nocasematch\n")
     assert set("efu") <= set(k.run('echo "$-"').stdout.strip())
+    r = k.run('dirs -p; [[ -v L ]] || declare -p L')
+    assert (r.stdout, r.stderr) == (f"{tmp_path}\n/a b\n/usr\n", "bash: declare: L: not found\n")
     assert (tmp_path / "fd3.txt").read_text() == "three\n" and (tmp_path / "fd8.txt").read_text() == "eight\n"
 
 
