@@ -1,5 +1,5 @@
 """The Jupyter protocol for sandbox-kernel: execute, complete, inspect, is_complete, interrupt,
-shutdown. Every answer comes from a bash session inside the sandbox; nothing here touches the OS."""
+shutdown, comms. Every answer comes from a bash session inside the sandbox; nothing here touches the OS."""
 
 import asyncio
 import os
@@ -8,12 +8,12 @@ import subprocess
 from ipykernel.kernelbase import Kernel
 from traitlets import Bool, Int
 
-from . import __version__, rich_output
+from . import __version__, rich_output, sessions_comm, terminals
+from .comms import Comms
 from .completion import complete_request, word_at
 from .sandbox import Sandbox, SandboxError
 from .magics import MagicError, split_cell
 from .sessions import Sessions, render_table
-from .sessions_comm import SessionsComm
 from .shell import Outputs, SessionError
 
 # What session.bash says of code that a prompt would wait on (PS2) rather than reject.
@@ -127,9 +127,9 @@ class SandboxKernel(Kernel):
         self._loop = None
         self.executing = False
         self._warned = False
-        panel = SessionsComm(self)
+        comms = Comms(self, {sessions_comm.TARGET: sessions_comm.SessionsComm(self), terminals.TARGET: terminals.Terminals(self)})
         for msg_type in ("comm_open", "comm_msg", "comm_close"):
-            self.shell_handlers[msg_type] = getattr(panel, msg_type)
+            self.shell_handlers[msg_type] = getattr(comms, msg_type)
         self._ran_in = None
         bash = _bash_version()
         self.language_info = {

@@ -444,14 +444,19 @@ class Sandbox(LoggingConfigurable):
             self._loop = asyncio.get_running_loop()
             self._loop.add_reader(self._socket.fileno(), self._receive)
 
-    async def spawn(self, sid, argv, env, cwd, fds, on_exit):
-        """Start a bash session inside; raises SandboxError with the supervisor's reason."""
+    async def spawn(self, sid, argv, env, cwd, fds, on_exit, terminal=None):
+        """Start a bash session inside, or with terminal=(rows, cols) and no fds a shell on a
+        terminal of the sandbox's own, whose master fd this returns. Raises SandboxError with
+        the supervisor's reason."""
         if self._socket is None:
             raise SandboxError("the sandbox has ended; restart the kernel")
         self._listen()
         future = self._pending[sid] = self._loop.create_future()
         self._on_exit[sid] = on_exit
-        message = json.dumps({"op": "spawn", "id": sid, "argv": argv, "env": env, "cwd": cwd}).encode()
+        request = {"op": "spawn", "id": sid, "argv": argv, "env": env, "cwd": cwd}
+        if terminal:
+            request["terminal"] = list(terminal)
+        message = json.dumps(request).encode()
         try:
             socket.send_fds(self._socket, [message], fds)
             return await asyncio.wait_for(future, 10)
@@ -474,11 +479,11 @@ class Sandbox(LoggingConfigurable):
     def _receive(self):
         while True:
             try:
-                data = self._socket.recv(1 << 16)
+                data, fds, _flags, _addr = socket.recv_fds(self._socket, 1 << 16, 1)
             except BlockingIOError:
                 return
             except OSError:
-                data = b""
+                data, fds = b"", []
             if not data:
                 self._lost()
                 return
@@ -487,15 +492,18 @@ class Sandbox(LoggingConfigurable):
                 kind, sid = event["ev"], str(event.get("id"))
             except (ValueError, KeyError, TypeError):
                 self.log.warning("sandbox-kernel: ignoring a malformed message from the sandbox")
-                continue
+                kind = sid = None
             future = self._pending.get(sid)
             if kind == "spawned" and future and not future.done():
-                future.set_result(None)
+                # A terminal's master comes with its event; a fd with any other message is closed.
+                future.set_result(fds.pop() if fds else None)
             elif kind == "spawn_failed" and future and not future.done():
                 future.set_exception(SandboxError(str(event.get("error", "unknown error"))[:500]))
             elif kind == "exited" and sid in self._on_exit:
                 status = event.get("status")
                 self._on_exit.pop(sid)(status if isinstance(status, int) else -1)
+            for fd in fds:
+                os.close(fd)
 
     def _lost(self):
         """The supervisor is gone, and every session with it."""

@@ -14,16 +14,10 @@ class SessionsComm:
         self.kernel = kernel
         self.comm_ids = set()
 
-    # Shell handlers (ipykernel dispatches comm messages even while a cell runs).
+    # Shell handlers, through comms.py (ipykernel dispatches comm messages even while a cell runs).
 
     async def comm_open(self, stream, ident, parent):
-        content = parent["content"]
-        comm_id = content.get("comm_id")
-        if not isinstance(comm_id, str):
-            return
-        if content.get("target_name") != TARGET:
-            self._send(parent, "comm_close", {"comm_id": comm_id, "data": {}})
-            return
+        comm_id = parent["content"]["comm_id"]
         self.comm_ids.add(comm_id)
         await self._answer(parent, comm_id, None)
 

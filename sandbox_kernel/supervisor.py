@@ -7,21 +7,26 @@ kernel only ever names sessions, never PIDs. Standard library only: it starts wi
 Protocol on the fd named by argv[1] (a SOCK_SEQPACKET socket, one JSON object per packet); its
 end (the kernel closing it, or dying) ends the sandbox:
   kernel -> here: {"op": "spawn", "id", "argv", "env", "cwd"} with the session's fds attached
-                  (stdout, stderr, script, data, control); {"op": "signal", "id", "what"}
-                  where what is "int", "term", "kill" (the foreground command), "shell" (bash
-                  itself) or "end" (the session's whole process tree).
-  here -> kernel: {"ev": "spawned", "id"}, {"ev": "spawn_failed", "id", "error"},
+                  (stdout, stderr, script, data, control), or with "terminal": [rows, cols] and
+                  no fds (a shell on a terminal of the sandbox's own devpts);
+                  {"op": "signal", "id", "what"} where what is "int", "term", "kill" (the
+                  foreground command), "shell" (bash itself) or "end" (the whole process tree).
+  here -> kernel: {"ev": "spawned", "id"} (a terminal's master attached),
+                  {"ev": "spawn_failed", "id", "error"},
                   {"ev": "exited", "id", "status"} (exit code, or -N for signal N).
 """
 
 import ctypes
+import fcntl
 import json
 import os
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 
 PR_SET_CHILD_SUBREAPER = 36
 SESSION_FDS = 5  # stdout, stderr, script, data, control -> 1, 2, 3, 4, 5 in bash
@@ -81,32 +86,50 @@ class Supervisor:
         self.sessions = {}  # id -> bash pid
         self.ids = {}  # bash pid -> id
 
-    def send(self, **event):
+    def send(self, fds=(), **event):
         try:
-            self.control.send(json.dumps(event).encode())
+            socket.send_fds(self.control, [json.dumps(event).encode()], list(fds))
         except OSError:
             pass
 
     def spawn(self, msg, fds):
         sid = str(msg["id"])
-        if len(fds) != SESSION_FDS or sid in self.sessions:
+        terminal = msg.get("terminal")
+        if sid in self.sessions or len(fds) != (0 if terminal else SESSION_FDS):
+            for fd in fds:
+                os.close(fd)
             self.send(ev="spawn_failed", id=sid, error="bad spawn request")
             return
-        stdin_r, stdin_w = os.pipe()  # the write end closes at once: stdin is always at EOF
-        os.close(stdin_w)
+        if terminal:
+            rows, cols = terminal
+            if not all(isinstance(n, int) and 0 < n < 10000 for n in (rows, cols)):
+                raise ValueError(f"terminal size {terminal!r}")
+            try:
+                master, tty = os.openpty()  # /dev/ptmx here is the sandbox's own devpts
+            except OSError as e:
+                self.send(ev="spawn_failed", id=sid, error=f"no terminal: {e.strerror}")
+                return
+            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+            stdio = [tty, tty, tty]
+        else:
+            stdin_r, stdin_w = os.pipe()  # the write end closes at once: stdin is always at EOF
+            os.close(stdin_w)
+            stdio = [stdin_r, *fds]
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
             try:
                 os.close(err_r)
                 os.setsid()
+                if terminal:
+                    fcntl.ioctl(stdio[0], termios.TIOCSCTTY, 0)
                 # bash adopts what its session double-forks, so the session's whole process
                 # tree stays below it (the setting survives execve).
                 _prctl(PR_SET_CHILD_SUBREAPER, 1)
                 os.chdir(msg["cwd"])
-                for target, fd in enumerate([stdin_r, *fds]):
+                for target, fd in enumerate(stdio):
                     os.dup2(fd, target)
-                os.closerange(SESSION_FDS + 1, err_w)
+                os.closerange(len(stdio), err_w)
                 os.closerange(err_w + 1, 65536)
                 os.execve(msg["argv"][0], msg["argv"], msg["env"])
             except OSError as e:
@@ -115,18 +138,21 @@ class Supervisor:
             finally:
                 os._exit(127)
         os.close(err_w)
-        os.close(stdin_r)
-        for fd in fds:
+        for fd in {*stdio, *fds}:
             os.close(fd)
         error = os.read(err_r, 4096).decode(errors="replace")
         os.close(err_r)
         if error:
             os.waitpid(pid, 0)
+            if terminal:
+                os.close(master)
             self.send(ev="spawn_failed", id=sid, error=error)
             return
         self.sessions[sid] = pid
         self.ids[pid] = sid
-        self.send(ev="spawned", id=sid)
+        self.send(ev="spawned", id=sid, fds=[master] if terminal else ())
+        if terminal:
+            os.close(master)
 
     def signal(self, msg):
         pid = self.sessions.get(str(msg.get("id")))

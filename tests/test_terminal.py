@@ -1,0 +1,156 @@
+"""Terminals into the sandbox (comm target sandbox_kernel.terminal), driven as the lab extension
+drives them: comm_open, then keystrokes as {"stdin"} and sizes as {"set_size"}; what the shell
+prints comes back as {"stdout"}, its end as comm_close {"exited"}. Checked from the host too."""
+
+import os
+import tempfile
+import time
+import uuid
+
+import pytest
+
+from harness import Kernel, processes_named, user_dir, wait_until
+
+TARGET = "sandbox_kernel.terminal"
+PROMPT = "# "  # root's prompt; a user's ends with "$ "
+
+
+class Term:
+    def __init__(self, kernel, data=None):
+        self.k, self.id = kernel, uuid.uuid4().hex
+        self.closed = None  # the comm_close's data, once it came
+        self.errors = []
+        self._send("comm_open", {"comm_id": self.id, "target_name": TARGET, "data": data or {}})
+
+    def _send(self, msg_type, content):
+        self.k.kc.shell_channel.send(self.k.kc.session.msg(msg_type, content))
+
+    def type(self, text):
+        self._send("comm_msg", {"comm_id": self.id, "data": {"stdin": text}})
+
+    def send(self, data):
+        self._send("comm_msg", {"comm_id": self.id, "data": data})
+
+    def close(self):
+        self._send("comm_close", {"comm_id": self.id, "data": {}})
+
+    def read_until(self, wanted, timeout=15):
+        """What the terminal printed until `wanted` is in it (or it closed); fails on a timeout."""
+        out, deadline = "", time.monotonic() + timeout
+        while wanted not in out and self.closed is None:
+            left = deadline - time.monotonic()
+            assert left > 0, f"{wanted!r} did not come; the terminal printed {out!r}"
+            try:
+                m = self.k.kc.get_iopub_msg(timeout=min(left, 0.5))
+            except Exception:
+                continue
+            if m["content"].get("comm_id") != self.id:
+                continue
+            if m["msg_type"] == "comm_close":
+                self.closed = m["content"]["data"]
+            elif m["msg_type"] == "comm_msg":
+                data = m["content"]["data"]
+                out += data.get("stdout", "")
+                if "error" in data:
+                    self.errors.append(data["error"])
+        return out
+
+    def run(self, line, marker, timeout=15):
+        """Type a line; what it printed up to its marker."""
+        self.type(line + "\r")
+        return self.read_until(marker, timeout)
+
+
+@pytest.mark.parametrize("flavor", ["root", "user"])
+def test_a_terminal_is_a_shell_inside_the_sandbox(flavor):
+    cwd = user_dir("sk-term-") if flavor == "user" else tempfile.mkdtemp(prefix="sk-term-")
+    k = Kernel(cwd, flavor=flavor)
+    try:
+        t = Term(k, {"rows": 30, "cols": 100})
+        t.read_until("$ " if flavor == "user" else PROMPT)
+        out = t.run(f'stty size; tty; pwd; ls {k.km.connection_file}; env | grep -ci jupyter; echo "pid1=$(cat /proc/1/comm)"; '
+                    "echo from-terminal > made-here.txt; sleep 4321.5 & echo done-$((6*7))", "done-42")
+        assert "30 100\r\n/dev/pts/" in out and f"\r\n{cwd}\r\n" in out
+        assert "No such file or directory" in out  # the kernel's connection file is not there
+        assert "\r\n0\r\n" in out  # no JUPYTER_* variable crossed in
+        assert "pid1=python" in out  # the sandbox's own PID namespace: its supervisor is PID 1's child
+        # From the host: the file is in the notebook's directory, and the terminal's processes
+        # run as an unprivileged uid (the sandbox's root is not the host's).
+        with open(os.path.join(cwd, "made-here.txt")) as f:
+            assert f.read() == "from-terminal\n"
+        (sleeper,) = processes_named("\0" + "4321.5")
+        with open(f"/proc/{sleeper}/status") as f:
+            uid = next(line.split()[1] for line in f if line.startswith("Uid:"))
+        assert uid != "0"
+        # and a cell still sees what it saw before
+        assert k.run("cat made-here.txt").stdout == "from-terminal\n"
+        # closing the terminal ends what it started
+        t.close()
+        assert wait_until(lambda: not processes_named("\0" + "4321.5"), 10)
+    finally:
+        k.shutdown()
+
+
+def test_size_interrupt_and_exit(new_kernel):
+    k = new_kernel()
+    t = Term(k)
+    t.read_until(PROMPT)
+    assert "24 80" in t.run("stty size", PROMPT)
+    t.send({"set_size": [40, 120, 600, 900]})  # JupyterLab adds the size in pixels
+    assert "40 120" in t.run("stty size", "40 120")
+    # Ctrl-C interrupts the foreground command, not the shell
+    t.type("sleep 100; echo not-$((1))reached\r")
+    time.sleep(0.5)
+    t.type("\x03")
+    assert "not-1reached" not in t.run("echo after-int $?", "after-int 130")
+    t.type("exit 7\r")
+    t.read_until("never printed")
+    assert t.closed == {"exited": 7}
+
+
+def test_a_terminal_works_while_a_cell_runs_and_several_are_apart(new_kernel, tmp_path):
+    k = new_kernel()
+    a, b = Term(k), Term(k)
+    a.read_until(PROMPT)
+    b.read_until(PROMPT)
+    a.run("A=only-in-a; cd /", PROMPT)
+    assert f"[{tmp_path}|]" in b.run('echo "[$PWD|$A]"', "|]")  # b has its own shell
+    k.kc.execute("sleep 3; echo cell-done")
+    started = time.monotonic()
+    assert "while-cell" in a.run("echo while-cell", "while-cell\r\n")
+    assert time.monotonic() - started < 2.5
+
+
+def test_a_flood_arrives_whole(new_kernel):
+    k = new_kernel()
+    t = Term(k)
+    t.read_until(PROMPT)
+    out = t.run("head -c 3000000 /dev/zero | tr '\\0' x; echo; echo flood-$((1+1))", "flood-2", timeout=60)
+    assert out.count("x") == 3000000 + 1  # (the typed command's own x)
+
+
+@pytest.mark.parametrize(
+    "data, error",
+    [
+        ({"set_size": [0, 80]}, "set_size: rows and cols must be whole numbers from 1 to 1000"),
+        ({"set_size": "big"}, "set_size: rows and cols must be whole numbers from 1 to 1000"),
+        ({"stdin": 5}, 'terminal: expected {"stdin": text} or {"set_size": [rows, cols]}'),
+        ("junk", 'terminal: expected {"stdin": text} or {"set_size": [rows, cols]}'),
+    ],
+)
+def test_bad_requests_get_one_line_and_the_terminal_goes_on(new_kernel, data, error):
+    k = new_kernel()
+    t = Term(k)
+    t.read_until(PROMPT)
+    t.send(data)
+    t.run("echo still-$((0))here", "still-0here")
+    assert t.errors == [error]
+
+
+@pytest.mark.parametrize("data", [{"rows": "x"}, {"rows": 24, "cols": 100000}, {"rows": True, "cols": 80}])
+def test_a_bad_size_at_open_is_refused_in_one_line(new_kernel, data):
+    k = new_kernel()
+    t = Term(k, data)
+    t.read_until("never printed")
+    assert t.closed == {"error": "terminal: rows and cols must be whole numbers from 1 to 1000"}
+    assert k.run("echo ok").stdout == "ok\n"
