@@ -75,7 +75,9 @@ class Terminals:
             self._send(parent, "comm_close", {"comm_id": comm_id, "data": {"error": f"terminal: {e}"}})
             return
         os.set_blocking(master, False)
-        self.terminals[comm_id] = Terminal(sid, master, parent)
+        term = self.terminals[comm_id] = Terminal(sid, master, parent)
+        if sandbox.warning:  # unprotected or isolation off: the terminal says so first, as cells do
+            self._reply(term, comm_id, {"stdout": sandbox.warning + "\r\n"})
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(master, self._read, comm_id)
 

@@ -2,7 +2,8 @@
 // isolated. The kernel reports it in its kernel_info reply ("sandbox" field); kernels that do not
 // (python3, ...) get no item. An unprotected kernel also raises a notification, once per kernel,
 // so that it cannot go unnoticed even when its notebook is not the current widget.
-// The package's second plugin, the "Sandbox sessions" sidebar panel, is in sessions.ts.
+// The package's other plugins: the "Sandbox sessions" sidebar panel (sessions.ts) and terminals
+// into the sandbox (terminal.ts).
 
 import {
   JupyterFrontEnd,
@@ -16,6 +17,7 @@ import { Widget } from '@lumino/widgets';
 
 import { currentContextOf } from './current';
 import { sessionsPlugin } from './sessions';
+import { terminalPlugin } from './terminal';
 
 /** The kernel_info reply's "sandbox" field (sandbox_kernel.sandbox.Sandbox.status). */
 interface ISandboxStatus {
@@ -148,4 +150,4 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default [plugin, sessionsPlugin];
+export default [plugin, sessionsPlugin, terminalPlugin];

@@ -18,21 +18,13 @@ import { IConsoleTracker } from '@jupyterlab/console';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { Kernel, KernelMessage } from '@jupyterlab/services';
 
-import { currentContextOf } from './current';
+import { currentContextOf, isSandboxKernel } from './current';
 import { Action, ISnapshot, SessionsPanel } from './sessionsPanel';
+import { OPEN_TERMINAL } from './terminal';
 
 const TARGET = 'sandbox_kernel.sessions';
 const IDLE_DEBOUNCE_MS = 200;
 const NO_SANDBOX = 'No sandbox kernel';
-
-/** Only kernels whose kernel_info reply has a "sandbox" field are asked about sessions. */
-async function isSandboxKernel(kernel: Kernel.IKernelConnection): Promise<boolean> {
-  try {
-    return !!((await kernel.info) as { sandbox?: unknown }).sandbox;
-  } catch {
-    return false;
-  }
-}
 
 /** Whether an iopub message says that the kernel is done with a cell. */
 function cellFinished(msg: KernelMessage.IMessage): boolean {
@@ -45,10 +37,14 @@ function cellFinished(msg: KernelMessage.IMessage): boolean {
 
 /** Keeps the panel in step with the kernel of the current notebook or console. */
 class SessionsController {
-  constructor(private readonly currentContext: () => ISessionContext | null) {
+  constructor(
+    private readonly currentContext: () => ISessionContext | null,
+    openTerminal: () => void
+  ) {
     this.panel = new SessionsPanel({
       onAction: (action, name) => this.act(action, name),
-      onShow: () => void this.refresh()
+      onShow: () => void this.refresh(),
+      onTerminal: openTerminal
     });
   }
 
@@ -213,7 +209,9 @@ export const sessionsPlugin: JupyterFrontEndPlugin<void> = {
     consoles: IConsoleTracker,
     restorer: ILayoutRestorer | null
   ) => {
-    const controller = new SessionsController(currentContextOf(app, notebooks, consoles));
+    const controller = new SessionsController(currentContextOf(app, notebooks, consoles), () =>
+      void app.commands.execute(OPEN_TERMINAL)
+    );
     notebooks.widgetAdded.connect((_, panel) => controller.watch(panel.sessionContext));
     consoles.widgetAdded.connect((_, panel) => controller.watch(panel.sessionContext));
     app.shell.currentChanged?.connect(() => void controller.refresh());

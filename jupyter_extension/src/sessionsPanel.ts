@@ -29,6 +29,8 @@ export interface IPanelOptions {
   onAction: (action: Action, name: string) => void;
   /** The panel became visible: what it shows may be stale. */
   onShow: () => void;
+  /** The terminal button was clicked. */
+  onTerminal: () => void;
 }
 
 // The one session that can be restarted but not deleted (the kernel refuses it too).
@@ -66,7 +68,11 @@ export class SessionsPanel extends Widget {
     this.addClass('jp-SandboxSessions');
     this.title.icon = terminalIcon;
     this.title.caption = 'Sandbox sessions';
-    this.header = element(this.node, 'div', 'jp-SandboxSessions-header');
+    const top = element(this.node, 'div', 'jp-SandboxSessions-top');
+    this.header = element(top, 'div', 'jp-SandboxSessions-header');
+    this.terminal = element(top, 'button', 'jp-SandboxSessions-terminal', 'terminal');
+    this.terminal.title = "Open a terminal: a shell in this kernel's sandbox";
+    this.terminal.addEventListener('click', () => this.options.onTerminal());
     this.error = element(this.node, 'div', 'jp-SandboxSessions-error');
     const table = element(this.node, 'table', 'jp-SandboxSessions-table');
     const headings = element(element(table, 'thead'), 'tr');
@@ -96,6 +102,7 @@ export class SessionsPanel extends Widget {
     this.error.textContent = snapshot?.error ?? '';
     this.error.hidden = !snapshot?.error;
     this.table.hidden = !snapshot;
+    this.terminal.hidden = !snapshot;
     this.body.replaceChildren();
     for (const session of snapshot?.sessions ?? []) {
       const row = element(this.body, 'tr', 'jp-SandboxSessions-row');
@@ -136,6 +143,7 @@ export class SessionsPanel extends Widget {
   }
 
   private readonly header: HTMLDivElement;
+  private readonly terminal: HTMLButtonElement;
   private readonly error: HTMLDivElement;
   private readonly table: HTMLTableElement;
   private readonly body: HTMLTableSectionElement;
