@@ -12,7 +12,7 @@ USER_VENV := /opt/sandbox-kernel-tests/venv
 # agent beside the kernel, as a user's machine has them.
 # kmod and e2fsprogs: the cgroup-v2 tests' guest (tests/vm.py) loads its kernel's modules with
 # insmod and gets an ext4 /tmp from mkfs.ext4.
-DEBIAN_PACKAGES := bash coreutils procps util-linux iproute2 slirp4netns python3 python3-venv python3-pip chromium git tmux openssh-client kmod e2fsprogs
+DEBIAN_PACKAGES := bash coreutils procps util-linux iproute2 slirp4netns python3 python3-venv python3-pip chromium git tmux openssh-client kmod e2fsprogs patchelf
 # The JupyterLab extension (jupyter_extension/): node and npm build it, prebuilt into the wheel;
 # the browser test drives Debian's chromium.
 EXT := jupyter_extension
@@ -85,17 +85,29 @@ lab-extension: node
 	$(PYTHON) $(EXT)/build_labextension.py
 
 # The guest kernel of tests/vm.py: Debian's User-mode Linux (a Linux kernel that runs as a process:
-# the KVM of this kind of machine cannot boot a stock kernel), unpacked into build/vm/uml, not
-# installed on this machine. Fetched once; `make clean` forgets it.
-VM_KERNEL := build/vm/uml
+# the KVM of this kind of machine cannot boot a stock kernel), from Debian testing ($(VM_SUITE)) with
+# the C library it was built against beside it (patchelf points the binary at it), unpacked into
+# build/vm, not installed. Bookworm's (6.1) panics on a host CPU with AMX: ptrace refuses its
+# fixed-size FPU state ("ptrace set fp regs failed"). apt fetches both with a sources list of its
+# own (signatures checked against Debian's keyring); fetched once, `make clean` forgets it.
+VM := $(abspath build/vm)
+VM_KERNEL := $(VM)/uml
+VM_SUITE := forky
+VM_APT = apt-get -qq -o Dir::Etc::SourceList=$(VM)/apt/sources.list -o Dir::Etc::SourceParts=/nonexistent \
+	-o Dir::State::Lists=$(VM)/apt/lists -o Dir::Cache=$(VM)/apt/cache -o APT::Sandbox::User=root -o Debug::NoLocking=1
 vm-kernel: system-deps
-	@test -e $(VM_KERNEL)/.complete || { set -e; \
-		rm -rf $(VM_KERNEL) build/vm/deb; mkdir -p $(VM_KERNEL) build/vm/deb; \
-		apt-get update -qq; \
-		echo "vm-kernel: user-mode-linux into $(VM_KERNEL)"; \
-		(cd build/vm/deb && apt-get download -qq -o APT::Sandbox::User=root user-mode-linux); \
-		dpkg-deb -x build/vm/deb/user-mode-linux_*.deb $(VM_KERNEL); \
-		rm -rf build/vm/deb; touch $(VM_KERNEL)/.complete; }
+	@test -e $(VM_KERNEL)/.ready || { set -e; \
+		rm -rf $(VM_KERNEL) $(VM)/libc $(VM)/apt; \
+		mkdir -p $(VM_KERNEL) $(VM)/libc $(VM)/apt/lists/partial $(VM)/apt/cache/archives/partial $(VM)/apt/deb; \
+		echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $(VM_SUITE) main" > $(VM)/apt/sources.list; \
+		echo "vm-kernel: user-mode-linux and its libc from Debian $(VM_SUITE) into $(VM)"; \
+		$(VM_APT) update; \
+		(cd $(VM)/apt/deb && $(VM_APT) download user-mode-linux libc6); \
+		dpkg-deb -x $(VM)/apt/deb/user-mode-linux_*.deb $(VM_KERNEL); \
+		dpkg-deb -x $(VM)/apt/deb/libc6_*.deb $(VM)/libc; \
+		patchelf --set-interpreter $(VM)/libc/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 \
+			--set-rpath $(VM)/libc/usr/lib/x86_64-linux-gnu $(VM_KERNEL)/usr/bin/linux.uml; \
+		rm -rf $(VM)/apt; touch $(VM_KERNEL)/.ready; }
 
 # The same wheel as .venv's, built there.
 user-venv: system-deps venv

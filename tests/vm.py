@@ -4,8 +4,9 @@ what this machine cannot show (its cgroup controllers are all bound to v1; most 
     result = run_in_vm("cat /sys/fs/cgroup/cgroup.controllers", timeout=60)
     result.returncode, result.stdout, result.stderr, result.boot_seconds
 
-The guest is Debian's User-mode Linux 6.1 (`make vm-kernel` unpacks it into build/vm/uml): a
-Linux kernel that runs as a process of this machine, so it needs no KVM (the KVM of this kind of
+The guest is Debian testing's User-mode Linux (7.2 as of 2026-12; `make vm-kernel` unpacks it
+into build/vm/uml, with the C library it needs in build/vm/libc): a Linux kernel that runs as a
+process of this machine, so it needs no KVM (the KVM of this kind of
 machine cannot boot a stock kernel at a usable speed). One CPU (UML is uniprocessor), 2 GiB, no
 network but its own loopback, cgroup2 alone on /sys/fs/cgroup (`cgroup_no_v1=all`) with the
 memory, cpu and pids controllers, user namespaces, seccomp; no Landlock (Debian's UML is built
@@ -17,7 +18,7 @@ read-only, nodev bind mount of / (and the run's own files: its output directory,
 guest's /tmp), so nothing in the guest can write to this machine, whatever it does. An overlay with a tmpfs above makes the root writable
 inside, privately (a test can useradd, pytest can write its cache). Fresh tmpfs on /run and
 /var/tmp, and on /tmp a fresh ext4 (so that the root kernel's workspace there can be an idmapped
-mount, which 6.1 cannot make of tmpfs or overlayfs); its own /proc, /sys, /dev (devtmpfs, devpts,
+mount, which UML cannot make of tmpfs or overlayfs); its own /proc, /sys, /dev (devtmpfs, devpts,
 /dev/shm, /dev/net/tun). The rest of this machine is there as it was at boot: the checkout (kept at
 its path even under /tmp), .venv, /usr, /etc/passwd.
 
@@ -112,7 +113,7 @@ def setup():
     if kept:
         os.mkdir("/mnt/checkout")
         mount(f"{NEW}{CHECKOUT}", "/mnt/checkout", None, MS_BIND)
-    # /tmp: ext4, where the root kernel's workspace can be an idmapped mount (6.1 cannot idmap tmpfs or overlayfs)
+    # /tmp: ext4, where the root kernel's workspace can be an idmapped mount (UML cannot idmap tmpfs or overlayfs)
     mount("/dev/ubda", f"{NEW}/tmp", "ext4", MS_NOSUID | MS_NODEV)
     os.chmod(f"{NEW}/tmp", 0o1777)
     mount("tmpfs", f"{NEW}/var/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
@@ -176,7 +177,7 @@ def _kernel():
     """(linux.uml, modules dir) of the kernel `make vm-kernel` unpacked."""
     linux = os.path.join(UML_TREE, "usr", "bin", "linux.uml")
     modules = glob.glob(os.path.join(UML_TREE, "usr", "lib", "uml", "modules", "*"))
-    if not os.path.exists(os.path.join(UML_TREE, ".complete")) or len(modules) != 1:
+    if not os.path.exists(os.path.join(UML_TREE, ".ready")) or len(modules) != 1:
         raise VMError(f"no guest kernel in {UML_TREE}: run `make vm-kernel`")
     return linux, modules[0]
 
