@@ -12,6 +12,7 @@ import pwd
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -186,6 +187,7 @@ class Sandbox(LoggingConfigurable):
         self._socket = None
         self._loop = None
         self._pending = {}  # session id -> future of its spawn
+        self._terminals = set()  # the ids among them that are terminals
         self._on_exit = {}  # session id -> callback(status)
         self.mode = "off"  # off, isolated, unprotected: what is in force once started
         self.reason = ""  # why 'auto' had to start unprotected
@@ -456,6 +458,7 @@ class Sandbox(LoggingConfigurable):
         request = {"op": "spawn", "id": sid, "argv": argv, "env": env, "cwd": cwd}
         if terminal:
             request["terminal"] = list(terminal)
+            self._terminals.add(sid)
         message = json.dumps(request).encode()
         try:
             socket.send_fds(self._socket, [message], fds)
@@ -467,6 +470,7 @@ class Sandbox(LoggingConfigurable):
             raise
         finally:
             self._pending.pop(sid, None)
+            self._terminals.discard(sid)
 
     def signal(self, sid, what):
         if self._socket is None:
@@ -479,7 +483,7 @@ class Sandbox(LoggingConfigurable):
     def _receive(self):
         while True:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(self._socket, 1 << 16, 1)
+                data, fds = _receive_with_fds(self._socket)
             except BlockingIOError:
                 return
             except OSError:
@@ -496,7 +500,12 @@ class Sandbox(LoggingConfigurable):
             future = self._pending.get(sid)
             if kind == "spawned" and future and not future.done():
                 # A terminal's master comes with its event; a fd with any other message is closed.
-                future.set_result(fds.pop() if fds else None)
+                if sid not in self._terminals:
+                    future.set_result(None)
+                elif len(fds) == 1:
+                    future.set_result(fds.pop())
+                else:
+                    future.set_exception(SandboxError("the sandbox started the terminal but passed no terminal"))
             elif kind == "spawn_failed" and future and not future.done():
                 future.set_exception(SandboxError(str(event.get("error", "unknown error"))[:500]))
             elif kind == "exited" and sid in self._on_exit:
@@ -527,3 +536,13 @@ class Sandbox(LoggingConfigurable):
                 self._process.kill()
                 self._process.wait()
             self._process = None
+
+
+def _receive_with_fds(sock, maxfds=4):
+    """One message and the fds that came with it, close-on-exec (socket.recv_fds drops its flags)."""
+    data, ancillary, _flags, _addr = sock.recvmsg(1 << 16, socket.CMSG_SPACE(maxfds * 4), socket.MSG_CMSG_CLOEXEC)
+    fds = []
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.extend(struct.unpack(f"{len(payload) // 4}i", payload[: len(payload) - len(payload) % 4]))
+    return data, fds

@@ -101,22 +101,34 @@ class Supervisor:
             self.send(ev="spawn_failed", id=sid, error="bad spawn request")
             return
         if terminal:
-            rows, cols = terminal
+            rows, cols = terminal if isinstance(terminal, list) and len(terminal) == 2 else (0, 0)
             if not all(isinstance(n, int) and 0 < n < 10000 for n in (rows, cols)):
-                raise ValueError(f"terminal size {terminal!r}")
+                self.send(ev="spawn_failed", id=sid, error=f"bad terminal size {terminal!r}")
+                return
             try:
                 master, tty = os.openpty()  # /dev/ptmx here is the sandbox's own devpts
             except OSError as e:
                 self.send(ev="spawn_failed", id=sid, error=f"no terminal: {e.strerror}")
                 return
-            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))  # (cannot fail)
             stdio = [tty, tty, tty]
         else:
             stdin_r, stdin_w = os.pipe()  # the write end closes at once: stdin is always at EOF
             os.close(stdin_w)
             stdio = [stdin_r, *fds]
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
+        try:
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(err_r)
+                os.close(err_w)
+                raise
+        except OSError as e:  # out of processes or fds: this spawn fails, the sandbox goes on
+            for fd in {*stdio, *fds, *([master] if terminal else [])}:
+                os.close(fd)
+            self.send(ev="spawn_failed", id=sid, error=f"cannot start: {e.strerror}")
+            return
         if pid == 0:
             try:
                 os.close(err_r)

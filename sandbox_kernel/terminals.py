@@ -8,14 +8,19 @@ them as anything else.
   kernel -> frontend: {"stdout": text}; {"error": one line} for a request that was refused;
                       comm_close {"exited": status} when the shell has ended (or {"error"} when
                       it could not start).
+
+Requests that come while the shell is starting (ipykernel hands comm messages over while
+comm_open waits) are kept for it: typed text, the last size, a close.
 """
 
 import asyncio
 import codecs
 import errno
 import fcntl
+import functools
 import itertools
 import os
+import stat
 import struct
 import termios
 
@@ -23,9 +28,13 @@ from .sandbox import SandboxError
 
 TARGET = "sandbox_kernel.terminal"
 SHELL = ["/bin/bash", "-i"]
-READ_BYTES = 1 << 16
-PAUSE = 0.01  # after a full read: a flooding program cannot flood the frontend's channel
+TERM = "xterm-256color"  # what xterm.js is, whatever the kernel's own TERM
+READ_BYTES = 1 << 16  # at most this much output per message ...
+PAUSE = 0.01  # ... and one message per this many seconds: a flood cannot flood the frontend
 MAX_SIZE = 1000  # rows or columns
+PTMX = os.makedev(5, 2)  # what a pty's master is, on any devpts
+SIZE_ERROR = "rows and cols must be whole numbers from 1 to 1000"
+REQUEST_ERROR = 'terminal: expected {"stdin": text} or {"set_size": [rows, cols]}'
 
 
 def _size(value):
@@ -41,13 +50,17 @@ def _size(value):
 
 
 class Terminal:
-    """One terminal: the master side of its pty, and what is still to be written to it."""
+    """One terminal: the master side of its pty (once its shell has started), and its state."""
 
-    def __init__(self, sid, master, parent):
-        self.sid, self.master, self.parent = sid, master, parent
+    def __init__(self, sid, parent):
+        self.sid, self.parent = sid, parent
+        self.master = -1
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.pending = b""  # input the pty would not take yet
+        self.pending = b""  # input the pty has not taken yet
+        self.size = None  # a size asked for while the shell was starting
         self.exited = None  # the shell's status, once the supervisor says so
+        self.eof = False  # every process has closed the pty
+        self.open = True  # the frontend has not closed the comm: messages still go out
 
 
 class Terminals:
@@ -63,68 +76,100 @@ class Terminals:
         comm_id = parent["content"]["comm_id"]
         size = _size(parent["content"].get("data") or {})
         if size is None:
-            self._send(parent, "comm_close", {"comm_id": comm_id, "data": {"error": "terminal: rows and cols must be whole numbers from 1 to 1000"}})
+            self._send(parent, "comm_close", {"comm_id": comm_id, "data": {"error": f"terminal: {SIZE_ERROR}"}})
             return
+        self._loop = asyncio.get_running_loop()
         sandbox = self.kernel.sandbox
-        sid = f"terminal {next(self._numbers)}"  # a space: never a session's name
-        env = sandbox.session_env()
+        term = self.terminals[comm_id] = Terminal(f"terminal {next(self._numbers)}", parent)  # a space: no session's name
+        env = sandbox.session_env({"TERM": TERM})
         env.pop("PAGER", None)  # a terminal can page
         try:
-            master = await sandbox.spawn(sid, SHELL, env, sandbox.cwd, [], lambda status: self._exited(comm_id, status), terminal=size)
-        except SandboxError as e:
-            self._send(parent, "comm_close", {"comm_id": comm_id, "data": {"error": f"terminal: {e}"}})
+            master = await sandbox.spawn(term.sid, SHELL, env, sandbox.cwd, [], functools.partial(self._exited, comm_id),
+                                         terminal=size)
+            _check_master(master)
+        except (SandboxError, OSError) as e:
+            if isinstance(e, OSError):  # not a pty's master: nothing is done with it
+                os.close(master)
+                sandbox.signal(term.sid, "end")
+            del self.terminals[comm_id]
+            if term.open:
+                reason = e.strerror if isinstance(e, OSError) else str(e)
+                self._send(parent, "comm_close", {"comm_id": comm_id, "data": {"error": f"terminal: {reason}"}})
             return
+        term.master = master
         os.set_blocking(master, False)
-        term = self.terminals[comm_id] = Terminal(sid, master, parent)
         if sandbox.warning:  # unprotected or isolation off: the terminal says so first, as cells do
             self._reply(term, comm_id, {"stdout": sandbox.warning + "\r\n"})
-        self._loop = asyncio.get_running_loop()
+        if term.size:
+            self._set_size(term, comm_id, term.size)
         self._loop.add_reader(master, self._read, comm_id)
+        self._write(comm_id)
 
     async def comm_msg(self, stream, ident, parent):
         comm_id = parent["content"].get("comm_id")
         term = self.terminals.get(comm_id)
-        if term is None:
+        if term is None or not term.open:
             return
         data = parent["content"].get("data")
         if isinstance(data, dict) and isinstance(data.get("stdin"), str):
-            term.pending += data["stdin"].encode("utf-8", "surrogateescape")
+            try:
+                term.pending += data["stdin"].encode()
+            except UnicodeEncodeError:
+                self._reply(term, comm_id, {"error": "stdin: not valid text (a lone surrogate)"})
+                return
             self._write(comm_id)
         elif isinstance(data, dict) and "set_size" in data:
             size = _size(data["set_size"])
             if size is None:
-                self._reply(term, comm_id, {"error": "set_size: rows and cols must be whole numbers from 1 to 1000"})
+                self._reply(term, comm_id, {"error": f"set_size: {SIZE_ERROR}"})
+            elif term.master < 0:
+                term.size = size  # for when the shell has started
             else:
-                fcntl.ioctl(term.master, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
+                self._set_size(term, comm_id, size)
         else:
-            self._reply(term, comm_id, {"error": "terminal: expected {\"stdin\": text} or {\"set_size\": [rows, cols]}"})
+            self._reply(term, comm_id, {"error": REQUEST_ERROR})
 
     async def comm_close(self, stream, ident, parent):
         term = self.terminals.get(parent["content"].get("comm_id"))
         if term is not None:
-            self.kernel.sandbox.signal(term.sid, "end")  # its exit then closes the rest
+            term.open = False
+            # Its exit then closes the rest; while it starts, the supervisor takes this after the
+            # start (one channel, in order).
+            self.kernel.sandbox.signal(term.sid, "end")
 
     # -- the pty --------------------------------------------------------------------------------
 
-    def _read(self, comm_id):
-        term = self.terminals[comm_id]
+    def _set_size(self, term, comm_id, size):
         try:
-            chunk = os.read(term.master, READ_BYTES)
-        except BlockingIOError:
-            return
+            fcntl.ioctl(term.master, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
         except OSError as e:
-            if e.errno != errno.EIO:  # EIO: every process of the terminal has closed it
-                self.kernel.log.warning("sandbox-kernel: %s: %s", term.sid, e)
-            chunk = b""
-        if not chunk:
-            self._loop.remove_reader(term.master)
-            self._finish(comm_id)
-            return
-        text = term.decoder.decode(chunk)
+            self._reply(term, comm_id, {"error": f"set_size: {e.strerror}"})
+
+    def _read(self, comm_id):
+        """What the pty has, up to READ_BYTES, as one message; then a pause before the next."""
+        term = self.terminals[comm_id]
+        chunks, size = [], 0
+        while size < READ_BYTES:
+            try:
+                chunk = os.read(term.master, READ_BYTES - size)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno != errno.EIO:  # EIO: every process of the terminal has closed it
+                    self.kernel.log.warning("sandbox-kernel: %s: %s", term.sid, e)
+                chunk = b""
+            if not chunk:
+                term.eof = True
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        text = term.decoder.decode(b"".join(chunks), final=term.eof)
         if text:
             self._reply(term, comm_id, {"stdout": text})
-        if len(chunk) == READ_BYTES:
-            self._loop.remove_reader(term.master)
+        self._loop.remove_reader(term.master)
+        if term.eof:
+            self._finish(comm_id)
+        else:
             self._loop.call_later(PAUSE, self._resume, comm_id)
 
     def _resume(self, comm_id):
@@ -154,35 +199,28 @@ class Terminals:
             self._finish(comm_id)
 
     def _finish(self, comm_id):
-        """The comm closes once the pty is drained and the shell's status is known."""
+        """The comm closes once the pty is drained (EOF) and the shell's status is known."""
         term = self.terminals[comm_id]
-        if term.master >= 0 and term.exited is None:
-            return  # the pty said EOF first; the supervisor's word follows
-        if term.master >= 0:
-            self._read_rest(term, comm_id)
-        del self.terminals[comm_id]
-        self._send(term.parent, "comm_close", {"comm_id": comm_id, "data": {"exited": term.exited}})
-
-    def _read_rest(self, term, comm_id):
-        for _ in range(64):
-            try:
-                chunk = os.read(term.master, READ_BYTES)
-            except OSError:
-                break
-            if not chunk:
-                break
-            self._reply(term, comm_id, {"stdout": term.decoder.decode(chunk)})
-        rest = term.decoder.decode(b"", final=True)
-        if rest:
-            self._reply(term, comm_id, {"stdout": rest})
-        self._loop.remove_reader(term.master)
+        if term.master < 0 or not term.eof or term.exited is None:
+            return  # still starting, or the other of the two is to come
         self._loop.remove_writer(term.master)
         os.close(term.master)
         term.master = -1
+        del self.terminals[comm_id]
+        if term.open:
+            self._send(term.parent, "comm_close", {"comm_id": comm_id, "data": {"exited": term.exited}})
 
     def _reply(self, term, comm_id, data):
-        self._send(term.parent, "comm_msg", {"comm_id": comm_id, "data": data})
+        if term.open:
+            self._send(term.parent, "comm_msg", {"comm_id": comm_id, "data": data})
 
     def _send(self, parent, msg_type, content):
         k = self.kernel
         k.session.send(k.iopub_socket, msg_type, content, parent, ident=k._topic(msg_type))
+
+
+def _check_master(fd):
+    """The fd the supervisor passed is a pty's master (it comes from inside the sandbox)."""
+    st = os.fstat(fd)
+    if not stat.S_ISCHR(st.st_mode) or st.st_rdev != PTMX:
+        raise OSError(errno.EINVAL, "the sandbox passed something other than a terminal")

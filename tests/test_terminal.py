@@ -2,14 +2,16 @@
 drives them: comm_open, then keystrokes as {"stdin"} and sizes as {"set_size"}; what the shell
 prints comes back as {"stdout"}, its end as comm_close {"exited"}. Checked from the host too."""
 
+import json
 import os
+import queue
 import tempfile
 import time
 import uuid
 
 import pytest
 
-from harness import Kernel, processes_named, user_dir, wait_until
+from harness import Kernel, process_tree, processes_named, user_dir, wait_until
 
 TARGET = "sandbox_kernel.terminal"
 PROMPT = "# "  # root's prompt; a user's ends with "$ "
@@ -20,6 +22,7 @@ class Term:
         self.k, self.id = kernel, uuid.uuid4().hex
         self.closed = None  # the comm_close's data, once it came
         self.errors = []
+        self.messages = 0  # of stdout
         self._send("comm_open", {"comm_id": self.id, "target_name": TARGET, "data": data or {}})
 
     def _send(self, msg_type, content):
@@ -50,7 +53,9 @@ class Term:
                 self.closed = m["content"]["data"]
             elif m["msg_type"] == "comm_msg":
                 data = m["content"]["data"]
-                out += data.get("stdout", "")
+                if "stdout" in data:
+                    out += data["stdout"]
+                    self.messages += 1
                 if "error" in data:
                     self.errors.append(data["error"])
         return out
@@ -107,12 +112,12 @@ def test_size_interrupt_and_exit(new_kernel):
     k = new_kernel()
     t = Term(k)
     t.read_until(PROMPT)
-    assert "24 80" in t.run("stty size", PROMPT)
+    assert "\r24 80\r\nsize-1" in t.run("stty size; echo size-$((1))", "size-1")
     t.send({"set_size": [40, 120, 600, 900]})  # JupyterLab adds the size in pixels
-    assert "40 120" in t.run("stty size", "40 120")
+    assert "\r40 120\r\nsize-2" in t.run("stty size; echo size-$((2))", "size-2")
     # Ctrl-C interrupts the foreground command, not the shell
-    t.type("sleep 100; echo not-$((1))reached\r")
-    time.sleep(0.5)
+    t.run("echo start-$((1)); sleep 100; echo not-$((1))reached", "start-1\r\n")
+    time.sleep(0.2)  # (sleep has started: bash forked it before start-1 came out... almost surely)
     t.type("\x03")
     assert "not-1reached" not in t.run("echo after-int $?", "after-int 130")
     t.type("exit 7\r")
@@ -127,19 +132,78 @@ def test_a_terminal_works_while_a_cell_runs_and_several_are_apart(new_kernel, tm
     b.read_until(PROMPT)
     a.run("A=only-in-a; cd /", PROMPT)
     assert f"[{tmp_path}|]" in b.run('echo "[$PWD|$A]"', "|]")  # b has its own shell
-    k.kc.execute("sleep 3; echo cell-done")
-    started = time.monotonic()
-    assert "while-cell" in a.run("echo while-cell", "while-cell\r\n")
-    assert time.monotonic() - started < 2.5
+    msg_id = k.kc.execute("sleep 60")
+    a.run("echo while-$((1))cell", "while-1cell\r\n")
+    with pytest.raises(queue.Empty):  # the cell is still running
+        k.kc.get_shell_msg(timeout=0.2)
+    k.km.interrupt_kernel()
+    reply = k.kc.get_shell_msg(timeout=20)
+    assert reply["parent_header"]["msg_id"] == msg_id and reply["content"]["status"] == "error"
 
 
-def test_a_flood_arrives_whole(new_kernel):
+def test_what_comes_while_the_shell_starts_is_kept(new_kernel):
+    # JupyterLab sends the size, and a user may type, before the shell is up.
+    k = new_kernel()
+    t = Term(k)
+    t.send({"set_size": [33, 99]})
+    t.type("stty size; echo early-$((1))\r")
+    assert "\r33 99\r\nearly-1" in t.read_until("early-1\r\n")
+
+
+def _shells(kernel):
+    """The terminals' shells among the kernel's processes (as the host sees them)."""
+    found = []
+    for pid in process_tree(kernel.pid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read() == b"/bin/bash\0-i\0":
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def test_a_terminal_closed_at_once_leaves_nothing(new_kernel):
+    k = new_kernel()
+    Term(k).read_until(PROMPT)  # one up, so that the kernel's fds are counted with the channel open
+    fds = len(os.listdir(f"/proc/{k.pid}/fd"))
+    for _ in range(3):
+        Term(k).close()  # before its shell has started
+    assert wait_until(lambda: len(_shells(k)) == 1, 10), _shells(k)
+    assert wait_until(lambda: len(os.listdir(f"/proc/{k.pid}/fd")) == fds, 5)
+    assert k.run("echo ok").stdout == "ok\n"
+
+
+def _cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_reused_comm_id_is_ignored(new_kernel):
     k = new_kernel()
     t = Term(k)
     t.read_until(PROMPT)
+    t._send("comm_open", {"comm_id": t.id, "target_name": TARGET, "data": {}})
+    assert "again-1" in t.run("echo again-$((1))", "again-1\r\n")
+    before = _cpu_seconds(k.pid)
+    time.sleep(1)
+    assert _cpu_seconds(k.pid) - before < 0.3  # the kernel is idle, not spinning on a stale reader
+    assert len(_shells(k)) == 1
+
+
+def test_a_flood_arrives_whole_and_paced(new_kernel):
+    k = new_kernel()
+    t = Term(k)
+    t.read_until(PROMPT)
+    started = time.monotonic()
     out = t.run("head -c 3000000 /dev/zero | tr '\\0' '\\170'; echo; echo flood-$((1+1))", "flood-2", timeout=60)
     printed = out.split("\n", 1)[1].split("flood-2")[0]  # after the echoed line
     assert printed.count("x") == 3000000, printed.replace("x", "")
+    # at most one message per 10 ms, of at most 64 KiB (here the flood is faster than that)
+    seconds = time.monotonic() - started
+    assert t.messages <= seconds * 100 + 5, (t.messages, seconds)
+    assert t.messages >= 3000000 / 65536
 
 
 @pytest.mark.parametrize(
@@ -148,6 +212,7 @@ def test_a_flood_arrives_whole(new_kernel):
         ({"set_size": [0, 80]}, "set_size: rows and cols must be whole numbers from 1 to 1000"),
         ({"set_size": "big"}, "set_size: rows and cols must be whole numbers from 1 to 1000"),
         ({"stdin": 5}, 'terminal: expected {"stdin": text} or {"set_size": [rows, cols]}'),
+        ({"stdin": "\ud800"}, "stdin: not valid text (a lone surrogate)"),
         ("junk", 'terminal: expected {"stdin": text} or {"set_size": [rows, cols]}'),
     ],
 )
@@ -155,6 +220,8 @@ def test_bad_requests_get_one_line_and_the_terminal_goes_on(new_kernel, data, er
     k = new_kernel()
     t = Term(k)
     t.read_until(PROMPT)
+    # as JSON from a browser can have it: a lone surrogate, escaped
+    k.kc.session.pack = lambda obj: json.dumps(obj, ensure_ascii=True, default=str).encode()
     t.send(data)
     t.run("echo still-$((0))here", "still-0here")
     assert t.errors == [error]
