@@ -78,3 +78,23 @@ def test_a_terminal_from_the_palette_shows_what_the_shell_prints_and_its_exit(la
     lines = terminal.locator(".xterm-accessibility-tree")
     expect(lines).to_contain_text("[the shell exited with status 3]")
     expect(lines).to_contain_text("echo sum-$((40+2))")
+
+
+def test_a_terminal_outlives_its_notebooks_tab_and_ends_with_the_page(lab, page):  # noqa: F811
+    page.locator(".jp-Notebook").first.click()
+    page.keyboard.press("Control+Shift+C")
+    page.keyboard.type("New Terminal in the Sandbox")
+    page.keyboard.press("Enter")
+    terminal = page.locator(TERMINAL)
+    expect(terminal).to_be_visible()
+    type_into(page, terminal, "sleep 6543.25 &")
+    assert wait_until(lambda: processes_named("\0" + "6543.25"), 15)
+    # The notebook's tab closes (its kernel goes on): the terminal has a connection of its own.
+    page.locator(".lm-TabBar-tab", has_text="n.ipynb").locator(".lm-TabBar-tabCloseIcon").click()
+    page.locator(".jp-Dialog button", has_text="Discard").click()  # (its kernel's language_info changed it)
+    expect(page.locator(".jp-NotebookPanel")).to_have_count(0)
+    type_into(page, terminal, "echo alive > alive.txt")
+    assert wait_until(lambda: (lab.root / "alive.txt").exists(), 15), "the terminal died with the notebook's tab"
+    # A reloaded page cannot reattach to the shell: it ends with the page.
+    page.reload()
+    assert wait_until(lambda: not processes_named("\0" + "6543.25"), 15), "the terminal's job outlived its page"

@@ -24,6 +24,9 @@ import { currentContextOf, isSandboxKernel } from './current';
 const TARGET = 'sandbox_kernel.terminal';
 // The user's terminal settings (font, theme, scrollback, screen reader mode...) apply here too.
 const TERMINAL_SETTINGS = '@jupyterlab/terminal-extension:plugin';
+// Ours whatever the settings say: a closed tab ends its shell (it cannot be reattached); an ended
+// shell's tab stays open with its last lines and why it ended.
+const OWN_OPTIONS = { shutdownOnClose: true, closeOnExit: false, initialCommand: '' };
 export const OPEN_TERMINAL = 'sandbox-kernel:open-terminal';
 
 /** What the kernel sends on the comm (sandbox_kernel/terminals.py). */
@@ -34,12 +37,14 @@ interface ITerminalData {
 }
 
 /**
- * The terminal widget's connection, over a kernel comm. It ends with the comm: the shell's exit,
- * the kernel's restart or death, or shutdown() when the widget closes (which ends every process
- * the terminal started).
+ * The terminal widget's connection, over a kernel comm on a kernel connection of its own (the
+ * notebook's goes when the notebook closes or changes kernel; the kernel and this shell stay). It
+ * ends with the comm: the shell's exit, the kernel's restart or death, or shutdown() when the
+ * widget closes, or the page goes (which ends every process the terminal started).
  */
 class SandboxTerminalConnection implements TerminalAPI.ITerminalConnection {
-  constructor(private readonly kernel: Kernel.IKernelConnection) {
+  constructor(notebookKernel: Kernel.IKernelConnection) {
+    const kernel = (this.kernel = notebookKernel.clone({ handleComms: true }));
     this.comm = kernel.createComm(TARGET);
     this.comm.onMsg = msg => {
       const data = msg.content.data as ITerminalData;
@@ -58,7 +63,7 @@ class SandboxTerminalConnection implements TerminalAPI.ITerminalConnection {
       );
     };
     kernel.statusChanged.connect(this.onKernelStatus, this);
-    kernel.disposed.connect(() => this.end('[the kernel is gone]'), this);
+    window.addEventListener('pagehide', this.onPageHide);
     this.comm.open({ rows: 24, cols: 80 });
     this.setStatus('connected');
   }
@@ -104,22 +109,28 @@ class SandboxTerminalConnection implements TerminalAPI.ITerminalConnection {
   }
 
   async shutdown(): Promise<void> {
-    if (!this.comm.isDisposed) {
-      this.comm.close();
-    }
     this.dispose();
   }
 
+  /** Ends the shell (if it still runs) and the kernel connection. */
   dispose(): void {
     if (this._isDisposed) {
       return;
     }
+    if (!this.comm.isDisposed) {
+      this.comm.close();
+    }
     this.setStatus('disconnected');
     this._isDisposed = true;
+    window.removeEventListener('pagehide', this.onPageHide);
     this.kernel.statusChanged.disconnect(this.onKernelStatus, this);
+    this.kernel.dispose();
     this._disposed.emit();
     Signal.clearData(this);
   }
+
+  /** A reloaded page cannot reattach to this shell: it ends with the page. */
+  private readonly onPageHide = () => this.dispose();
 
   private onKernelStatus(_: Kernel.IKernelConnection, status: Kernel.Status): void {
     if (status === 'restarting' || status === 'autorestarting' || status === 'dead') {
@@ -148,6 +159,7 @@ class SandboxTerminalConnection implements TerminalAPI.ITerminalConnection {
     }
   }
 
+  private readonly kernel: Kernel.IKernelConnection;
   private readonly comm: Kernel.IComm;
   private _status: TerminalAPI.ConnectionStatus = 'connecting';
   private _isDisposed = false;
@@ -178,11 +190,18 @@ function addTerminalCommand(
       const chosen = await settings?.load(TERMINAL_SETTINGS).catch(() => null);
       const content = new Terminal(new SandboxTerminalConnection(kernel), {
         ...(chosen?.composite as Partial<ITerminal.IOptions> | undefined),
-        // A closed tab ends its shell (it cannot be reattached); an ended shell's tab stays open
-        // with its last lines and why it ended.
-        shutdownOnClose: true,
-        closeOnExit: false
+        ...OWN_OPTIONS
       });
+      // Settings changed later apply too, as to JupyterLab's own terminals.
+      const follow = () => {
+        for (const [name, value] of Object.entries(chosen?.composite ?? {})) {
+          if (!(name in OWN_OPTIONS)) {
+            content.setOption(name as keyof ITerminal.IOptions, value as never);
+          }
+        }
+      };
+      chosen?.changed.connect(follow);
+      content.disposed.connect(() => chosen?.changed.disconnect(follow));
       const widget = new MainAreaWidget({ content });
       widget.addClass('jp-SandboxTerminal');
       widget.title.icon = terminalIcon;
