@@ -34,6 +34,17 @@ def type_into(page, terminal, line):
     page.keyboard.press("Enter")
 
 
+def open_from_palette(page):
+    """A terminal opened as a user does from the command palette, the notebook in front."""
+    page.locator(".jp-Notebook").first.click()
+    page.keyboard.press("Control+Shift+C")
+    page.keyboard.type("New Terminal in the Sandbox")
+    page.keyboard.press("Enter")
+    terminal = page.locator(TERMINAL)
+    expect(terminal).to_be_visible()
+    return terminal
+
+
 def test_a_terminal_from_the_sessions_panel_runs_inside_the_sandbox(lab, page):  # noqa: F811
     panel = show_sessions_panel(page)
     expect(panel.locator(".jp-SandboxSessions-row")).to_have_count(1)
@@ -66,12 +77,7 @@ def screen_reader_mode(lab):  # noqa: F811
 
 
 def test_a_terminal_from_the_palette_shows_what_the_shell_prints_and_its_exit(lab, screen_reader_mode, page):  # noqa: F811
-    page.locator(".jp-Notebook").first.click()
-    page.keyboard.press("Control+Shift+C")
-    page.keyboard.type("New Terminal in the Sandbox")
-    page.keyboard.press("Enter")
-    terminal = page.locator(TERMINAL)
-    expect(terminal).to_be_visible()
+    terminal = open_from_palette(page)
     type_into(page, terminal, "echo sum-$((40+2)) > sum.txt; exit 3")
     assert wait_until(lambda: (lab.root / "sum.txt").exists(), 15)
     assert (lab.root / "sum.txt").read_text() == "sum-42\n"
@@ -81,12 +87,7 @@ def test_a_terminal_from_the_palette_shows_what_the_shell_prints_and_its_exit(la
 
 
 def test_a_terminal_outlives_its_notebooks_tab_and_ends_with_the_page(lab, page):  # noqa: F811
-    page.locator(".jp-Notebook").first.click()
-    page.keyboard.press("Control+Shift+C")
-    page.keyboard.type("New Terminal in the Sandbox")
-    page.keyboard.press("Enter")
-    terminal = page.locator(TERMINAL)
-    expect(terminal).to_be_visible()
+    terminal = open_from_palette(page)
     type_into(page, terminal, "sleep 6543.25 &")
     assert wait_until(lambda: processes_named("\0" + "6543.25"), 15)
     # The notebook's tab closes (its kernel goes on): the terminal has a connection of its own.

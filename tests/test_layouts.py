@@ -19,6 +19,7 @@ import tempfile
 import pytest
 
 from harness import USER_VENV_PYTHON, Kernel, ensure_test_user
+from test_terminal import Term
 
 SANDBOX_UID = 1_960_000_000  # Sandbox.sandbox_uid's default: the root flavour's uid outside
 
@@ -228,6 +229,16 @@ def test_the_sandbox_holds_wherever_the_notebook_lives(host_home, layout):
         assert "CONNECTED" not in out and out.count("refused") == 3, out
         assert "OPENED-PTY" not in out and "AGENT-ANSWERED" not in out and "TMUX-ANSWERED" not in out, out
         assert out.rstrip().splitlines()[-1] == "ptmx", out  # a devpts of the sandbox's own
+
+        # A terminal into the sandbox sees what the cells see, from where they start.
+        cell_pwd = k.run("pwd").stdout
+        k.run(f"cat > /tmp/probe.sh <<'END-OF-PROBE'\n{_probe(home, workspace)}\nEND-OF-PROBE")
+        t = Term(k)
+        t.run("bash /tmp/probe.sh > /tmp/term-probe.out 2>/dev/null; pwd > /tmp/term-pwd; echo probe-$((1))done", "probe-1done", 120)
+        again = k.run(_probe(home, workspace), timeout=120).stdout  # (now /dev/pts has the terminal's pty too)
+        r = k.run("cat /tmp/term-pwd /tmp/term-probe.out")
+        assert r.stdout == cell_pwd + again, (r.stdout, again)
+        t.close()
 
         # Every claim of %sandbox holds: masks are empty and refuse writes, / refuses writes.
         masked = [p.strip() for p in facts["masked paths"].split(",") if p.strip() not in ("", "none")]
