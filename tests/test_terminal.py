@@ -169,9 +169,12 @@ def test_a_terminal_closed_at_once_leaves_nothing(new_kernel):
     fds = len(os.listdir(f"/proc/{k.pid}/fd"))
     for _ in range(3):
         Term(k).close()  # before its shell has started
+    last = Term(k)  # taken after those (one channel, in order): once it is up, they have been seen
+    last.read_until(PROMPT)
+    last.close()
     assert wait_until(lambda: len(_shells(k)) == 1, 10), _shells(k)
     assert wait_until(lambda: len(os.listdir(f"/proc/{k.pid}/fd")) == fds, 5)
-    assert k.run("echo ok").stdout == "ok\n"
+    assert k.run("echo ok", timeout=20).stdout == "ok\n"
 
 
 def _cpu_seconds(pid):

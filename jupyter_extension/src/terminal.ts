@@ -22,6 +22,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 import { currentContextOf, isSandboxKernel } from './current';
 
 const TARGET = 'sandbox_kernel.terminal';
+const CLOSE_WAIT_MS = 5000;
 // The user's terminal settings (font, theme, scrollback, screen reader mode...) apply here too.
 const TERMINAL_SETTINGS = '@jupyterlab/terminal-extension:plugin';
 // Ours whatever the settings say: a closed tab ends its shell (it cannot be reattached); an ended
@@ -117,14 +118,18 @@ class SandboxTerminalConnection implements TerminalAPI.ITerminalConnection {
     if (this._isDisposed) {
       return;
     }
-    if (!this.comm.isDisposed) {
-      this.comm.close();
-    }
+    const closing = this.comm.isDisposed ? null : this.comm.close();
     this.setStatus('disconnected');
     this._isDisposed = true;
     window.removeEventListener('pagehide', this.onPageHide);
     this.kernel.statusChanged.disconnect(this.onKernelStatus, this);
-    this.kernel.dispose();
+    // The connection goes once the kernel has taken the close (its idle after it), or after a
+    // while: disposed at once, it could drop the close, and the shell would run on.
+    const kernel = this.kernel;
+    const taken = closing?.done.catch(() => undefined);
+    void Promise.race([taken, new Promise(resolve => setTimeout(resolve, CLOSE_WAIT_MS))]).then(() =>
+      kernel.dispose()
+    );
     this._disposed.emit();
     Signal.clearData(this);
   }
