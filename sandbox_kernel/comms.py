@@ -2,6 +2,11 @@
 terminals); a comm opened to any other target is closed at once."""
 
 
+def send(kernel, parent, msg_type, content):
+    """A comm message of the kernel's, on iopub, in answer to parent."""
+    kernel.session.send(kernel.iopub_socket, msg_type, content, parent, ident=kernel._topic(msg_type))
+
+
 class Comms:
     def __init__(self, kernel, channels):
         """channels: {target name: object with async comm_open, comm_msg, comm_close}"""
@@ -19,8 +24,7 @@ class Comms:
             return
         channel = self.channels.get(content.get("target_name"))
         if channel is None:
-            k = self.kernel
-            k.session.send(k.iopub_socket, "comm_close", {"comm_id": comm_id, "data": {}}, parent, ident=k._topic("comm_close"))
+            send(self.kernel, parent, "comm_close", {"comm_id": comm_id, "data": {}})
             return
         self.owners[comm_id] = channel
         await channel.comm_open(stream, ident, parent)

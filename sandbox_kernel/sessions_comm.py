@@ -2,6 +2,7 @@
 frontend lists the kernel's sessions and asks to use, restart or delete one. Every answer is the
 whole list, with a one-line error when a request could not be carried out."""
 
+from .comms import send
 from .magics import NAME, Magic, MagicError
 from .shell import SessionError
 
@@ -56,8 +57,4 @@ class SessionsComm:
     async def _answer(self, parent, comm_id, error):
         sessions = self.kernel.sessions
         snapshot = {"sessions": await sessions.table(), "current": sessions.current, "error": error}
-        self._send(parent, "comm_msg", {"comm_id": comm_id, "data": snapshot})
-
-    def _send(self, parent, msg_type, content):
-        k = self.kernel
-        k.session.send(k.iopub_socket, msg_type, content, parent, ident=k._topic(msg_type))
+        send(self.kernel, parent, "comm_msg", {"comm_id": comm_id, "data": snapshot})

@@ -24,6 +24,7 @@ import stat
 import struct
 import termios
 
+from .comms import send
 from .sandbox import SandboxError
 
 TARGET = "sandbox_kernel.terminal"
@@ -76,7 +77,7 @@ class Terminals:
         comm_id = parent["content"]["comm_id"]
         size = _size(parent["content"].get("data") or {})
         if size is None:
-            self._send(parent, "comm_close", {"comm_id": comm_id, "data": {"error": f"terminal: {SIZE_ERROR}"}})
+            send(self.kernel, parent, "comm_close", {"comm_id": comm_id, "data": {"error": f"terminal: {SIZE_ERROR}"}})
             return
         self._loop = asyncio.get_running_loop()
         sandbox = self.kernel.sandbox
@@ -94,7 +95,7 @@ class Terminals:
             del self.terminals[comm_id]
             if term.open:
                 reason = e.strerror if isinstance(e, OSError) else str(e)
-                self._send(parent, "comm_close", {"comm_id": comm_id, "data": {"error": f"terminal: {reason}"}})
+                send(self.kernel, parent, "comm_close", {"comm_id": comm_id, "data": {"error": f"terminal: {reason}"}})
             return
         term.master = master
         os.set_blocking(master, False)
@@ -208,15 +209,12 @@ class Terminals:
         term.master = -1
         del self.terminals[comm_id]
         if term.open:
-            self._send(term.parent, "comm_close", {"comm_id": comm_id, "data": {"exited": term.exited}})
+            send(self.kernel, term.parent, "comm_close", {"comm_id": comm_id, "data": {"exited": term.exited}})
 
     def _reply(self, term, comm_id, data):
         if term.open:
-            self._send(term.parent, "comm_msg", {"comm_id": comm_id, "data": data})
+            send(self.kernel, term.parent, "comm_msg", {"comm_id": comm_id, "data": data})
 
-    def _send(self, parent, msg_type, content):
-        k = self.kernel
-        k.session.send(k.iopub_socket, msg_type, content, parent, ident=k._topic(msg_type))
 
 
 def _check_master(fd):
