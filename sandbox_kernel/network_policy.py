@@ -1,0 +1,142 @@
+"""Where the sandbox may connect with Sandbox.network=proxy: the entries of Sandbox.allowed_hosts,
+and the addresses no entry can open. Pure functions; standard library only (egress_proxy.py, a
+process of its own started with `python -I -S`, imports it).
+
+An entry names a host and, after a colon, a port (default: 80 and 443; `*`: any):
+    pypi.org    *.pythonhosted.org    github.com:22    *    10.1.2.3    10.0.0.0/8:5432    [fd00::/8]:443
+A name matches itself only; `*.name` matches the names below it; `*` matches every name. A name is
+resolved by the proxy, outside, and only to public addresses: a name cannot lead to the host's
+own services or into a private network, whatever its DNS says. Private addresses are reached
+only through an entry that is an address or a network.
+"""
+
+import dataclasses
+import ipaddress
+import re
+
+DEFAULT_PORTS = (80, 443)
+LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+# Addresses no entry opens, not even one naming them: the host itself and what only it may reach.
+NEVER = (
+    ("loopback", lambda a: a.is_loopback),  # Jupyter's 8888, the kernel's ports, local APIs
+    ("unspecified", lambda a: a.is_unspecified),  # 0.0.0.0 and :: reach the host's own listeners
+    ("link-local", lambda a: a.is_link_local),  # 169.254.169.254: cloud metadata and its credentials
+    ("multicast", lambda a: a.is_multicast),
+    ("reserved", lambda a: a.version == 4 and a.is_reserved),  # 240/4, 255.255.255.255
+)
+
+
+class PolicyError(ValueError):
+    """An entry of Sandbox.allowed_hosts that cannot be read; the message is one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    text: str
+    name: str | None = None  # "pypi.org", "*.example.com" or "*"
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+    ports: tuple | None = DEFAULT_PORTS  # None: any
+
+    def matches(self, host, port):
+        if self.ports is not None and port not in self.ports:
+            return False
+        if self.network is not None:
+            address = literal(host)
+            return address is not None and address in self.network
+        if literal(host) is not None:
+            return False  # an address is opened by an address entry only
+        if self.name == "*":
+            return True
+        if self.name.startswith("*."):
+            return host.endswith(self.name[1:])
+        return host == self.name
+
+
+def parse(text):
+    """One entry of Sandbox.allowed_hosts, or PolicyError saying what is wrong with it."""
+    entry = text.strip().lower()
+    where, ports = entry, DEFAULT_PORTS
+    if entry.startswith("["):
+        close = entry.find("]")
+        if close < 0:
+            raise PolicyError(f"Sandbox.allowed_hosts: {text!r}: a '[' without its ']'")
+        where, rest = entry[1:close], entry[close + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise PolicyError(f"Sandbox.allowed_hosts: {text!r}: only ':PORT' may follow ']'")
+            ports = _ports(text, rest[1:])
+    elif entry.count(":") > 1:
+        raise PolicyError(f"Sandbox.allowed_hosts: {text!r}: write an IPv6 address in brackets, [{entry}]")
+    elif ":" in entry:
+        where, _, port = entry.rpartition(":")
+        ports = _ports(text, port)
+    if not where:
+        raise PolicyError(f"Sandbox.allowed_hosts: {text!r} names no host")
+    try:
+        network = ipaddress.ip_network(where, strict=False)
+    except ValueError:
+        network = None
+    if network is not None:
+        if entry.startswith("[") != (network.version == 6):
+            raise PolicyError(f"Sandbox.allowed_hosts: {text!r}: write an IPv6 address in brackets, [{where}]")
+        return Entry(text, network=network, ports=ports)
+    return Entry(text, name=_name(text, where), ports=ports)
+
+
+def _ports(text, port):
+    if port == "*":
+        return None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise PolicyError(f"Sandbox.allowed_hosts: {text!r}: {port!r} is not a port (1-65535, or *)")
+    return (int(port),)
+
+
+def _name(text, name):
+    if name == "*":
+        return name
+    labels = name.removeprefix("*.").rstrip(".").split(".")
+    if len(name) > 253 or not all(LABEL.fullmatch(label) for label in labels):
+        raise PolicyError(f"Sandbox.allowed_hosts: {text!r} is not a host name, *.name, *, an address or a network")
+    return ("*." if name.startswith("*.") else "") + ".".join(labels)
+
+
+def host_of(text):
+    """A host as a request names it, normalised (lower case, no trailing dot, no brackets, an
+    IPv4-mapped address as IPv4), or None if it is no host name and no address."""
+    host = text.lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if ":" not in host:
+            return None
+    address = literal(host)
+    if address is not None:
+        return str(address.ipv4_mapped or address) if address.version == 6 else str(address)
+    host = host.rstrip(".")
+    return host if len(host) <= 253 and all(LABEL.fullmatch(label) for label in host.split(".")) else None
+
+
+def literal(host):
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def allowing(entries, host, port):
+    """The first entry that lets the sandbox ask for host:port, or None."""
+    return next((e for e in entries if e.matches(host, port)), None)
+
+
+def refusal(address, by_name):
+    """Why the proxy may not connect to this address (None: it may). A name resolves to public
+    addresses only; an address entry may open a private one, never the host's own."""
+    address = ipaddress.ip_address(address)
+    if address.version == 6 and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    for why, test in NEVER:
+        if test(address):
+            return why
+    if by_name and not address.is_global:
+        return "private"
+    return None
