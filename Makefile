@@ -12,7 +12,7 @@ USER_VENV := /opt/sandbox-kernel-tests/venv
 # agent beside the kernel, as a user's machine has them.
 # kmod and e2fsprogs: the cgroup-v2 tests' guest (tests/vm.py) loads its kernel's modules with
 # insmod and gets an ext4 /tmp from mkfs.ext4.
-DEBIAN_PACKAGES := bash coreutils procps util-linux iproute2 slirp4netns python3 python3-venv python3-pip chromium git tmux openssh-client kmod e2fsprogs patchelf
+DEBIAN_PACKAGES := bash coreutils procps util-linux iproute2 slirp4netns python3 python3-venv python3-pip chromium git tmux openssh-client kmod e2fsprogs patchelf curl
 # The JupyterLab extension (jupyter_extension/): node and npm build it, prebuilt into the wheel;
 # the browser test drives Debian's chromium.
 EXT := jupyter_extension

@@ -173,7 +173,10 @@ class SandboxKernel(Kernel):
                 if magic.action == "cell":
                     target = magic.name
                     continue
-                shown = self.sandbox.describe() if magic.action == "sandbox" else await self.sessions.apply(magic)
+                if magic.action == "sandbox":
+                    shown = self.sandbox.network_report() if magic.name == "network" else self.sandbox.describe()
+                else:
+                    shown = await self.sessions.apply(magic)
             except (SessionError, SandboxError) as e:
                 await self.sessions.undo(made, current)  # a cell whose magics fail changes nothing
                 return self._error("SessionError", str(e))

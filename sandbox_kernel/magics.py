@@ -1,4 +1,4 @@
-"""Parsing of the kernel's magics: `%session ...`, `%%session NAME` and `%sandbox`. Pure functions.
+"""Parsing of the kernel's magics: `%session ...`, `%%session NAME` and `%sandbox [network]`. Pure functions.
 
 Magic lines are recognised only at the top of a cell, before its first bash line; everything after
 is bash, verbatim. A `%word` line that is not ours is bash (job specs such as `%1` or `%vim`).
@@ -23,6 +23,8 @@ USAGE = """\
 %session delete NAME                       end NAME and every process it started
 %%session NAME                             (first line) run this cell in NAME only
 %sandbox [status]                          the isolation in force
+%sandbox network                           the network, and with Sandbox.network=proxy each
+                                           request cells made through the proxy, allowed or not
 NAME: 1 to 64 of A-Z a-z 0-9 _ . -; the session 'default' always exists."""
 
 
@@ -76,9 +78,9 @@ def parse_line(line, first=True):
             raise MagicError("usage: %%session NAME (first line of the cell)")
         return Magic("cell", name=_name(args[0]))
     if head == "%sandbox":
-        if args not in ([], ["status"]):
-            raise MagicError(f"%sandbox: unknown argument {' '.join(args)!r} (usage: %sandbox [status])")
-        return Magic("sandbox")
+        if args not in ([], ["status"], ["network"]):
+            raise MagicError(f"%sandbox: unknown argument {' '.join(args)!r} (usage: %sandbox [status|network])")
+        return Magic("sandbox", name="network" if args == ["network"] else None)
     if not args:
         return Magic("show")
     sub, rest = args[0], args[1:]

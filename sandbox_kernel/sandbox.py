@@ -21,7 +21,8 @@ from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import Enum, Int, List, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
-from . import filesystem, isolation
+from . import filesystem, isolation, network_policy
+from .egress import Egress
 
 SUPERVISOR = Path(__file__).with_name("supervisor.py")
 
@@ -54,13 +55,30 @@ class Sandbox(LoggingConfigurable):
     ).tag(config=True)
 
     network = Enum(
-        ["private", "none", "host"],
+        ["private", "proxy", "none", "host"],
         default_value="private",
         help="""The sandbox's network. 'private': a network namespace of its own, so the
         control plane's loopback ports (Jupyter's 8888, the kernel's ports, any local API) can
-        be neither reached nor shadowed; loopback works inside and is shared by the sessions.
-        'none': the same (no route out). 'host': the host's network, shared: weaker, since cells
-        can then reach every local service.""",
+        be neither reached nor shadowed; loopback works inside and is shared by the sessions;
+        out through slirp4netns (NAT). 'proxy': the same namespace with no route out; cells
+        reach only the hosts of Sandbox.allowed_hosts, through an HTTP proxy the kernel runs
+        outside (http_proxy and https_proxy point at it). 'none': no route out at all. 'host':
+        the host's network, shared: weaker, since cells can then reach every local service.""",
+    ).tag(config=True)
+
+    allowed_hosts = List(
+        Unicode(),
+        help="""With Sandbox.network=proxy: where cells may connect. An entry is a host name
+        (pypi.org), its subdomains (*.pythonhosted.org), any name (*), an address (10.1.2.3,
+        [fd00::1]) or a network (10.0.0.0/8), with :PORT or :* after it (default: 80 and 443).
+        Names are resolved outside and reach public addresses only; private ones need an
+        address entry; loopback, link-local and the host's own addresses are never reached.""",
+    ).tag(config=True)
+
+    proxy_port = Int(
+        3128,
+        help="""With Sandbox.network=proxy: the port of the proxy on the sandbox's loopback
+        (127.0.0.1 inside; nothing of the host's listens there).""",
     ).tag(config=True)
 
     sandbox_uid = Int(
@@ -170,6 +188,25 @@ class Sandbox(LoggingConfigurable):
                 raise SandboxError(f"Sandbox.env_passthrough: {name!r} belongs to the control plane and never crosses")
         return proposal["value"]
 
+    @validate("allowed_hosts")
+    def _check_allowed_hosts(self, proposal):
+        for text in proposal["value"]:
+            try:
+                entry = network_policy.parse(text)
+            except network_policy.PolicyError as e:
+                raise SandboxError(str(e)) from None
+            net = entry.network
+            never = net and network_policy.refusal(net.network_address, False)
+            if never and never == network_policy.refusal(net.broadcast_address, False):
+                raise SandboxError(f"Sandbox.allowed_hosts: {text!r} can never be reached ({never}: the host's own)")
+        return proposal["value"]
+
+    @validate("proxy_port")
+    def _check_proxy_port(self, proposal):
+        if not 0 < proposal["value"] < 65536:
+            raise SandboxError(f"Sandbox.proxy_port: {proposal['value']} is not a port")
+        return proposal["value"]
+
     @validate("sandbox_uid")
     def _check_uid(self, proposal):
         uid = proposal["value"]
@@ -191,7 +228,8 @@ class Sandbox(LoggingConfigurable):
         self._on_exit = {}  # session id -> callback(status)
         self.mode = "off"  # off, isolated, unprotected: what is in force once started
         self.reason = ""  # why 'auto' had to start unprotected
-        self.egress = "not asked for"  # or 'ok', or why user-mode networking did not start
+        self.egress = "not asked for"  # or 'ok', or why user-mode networking (or the proxy) did not start
+        self.proxy = Egress(self.log)
         self.cgroups, self.cgroup_errors = [], []  # controllers whose limits hold; why the others do not
         self.groups = []  # supplementary groups the sandbox keeps (an unprivileged user cannot drop them)
         self.plan = None
@@ -224,7 +262,7 @@ class Sandbox(LoggingConfigurable):
             *files["steps"],
             ["set_hostname", "sandbox"],
             *([["loopback_up"]] if "net" in namespaces else []),
-            *([["resolv_conf", EGRESS_DNS]] if egress else []),
+            *([["resolv_conf", EGRESS_DNS]] if egress else []),  # (with the proxy cells need no DNS)
             ["new_session_keyring"],
             ["limit_processes", self.max_processes],
             ["not_dumpable"],
@@ -251,6 +289,7 @@ class Sandbox(LoggingConfigurable):
             "host_refused": refused,
             "landlock_scoping": host and isolation.landlock_abi() >= 6,
             "egress": egress,
+            "proxy_port": self.proxy_port if network == "proxy" else None,
             "limits": {"memory_bytes": self.max_memory_bytes, "cpu_percent": self.cpu_percent, "max_processes": self.max_processes},
             "steps": steps,
             "files": {k: v for k, v in files.items() if k not in ("steps", "verify")},
@@ -304,7 +343,9 @@ class Sandbox(LoggingConfigurable):
         plan = self.plan
         files = plan["files"]
         uid_in, uid_out = plan["uid_map"].split()[:2]
-        if plan["network"] == "private" and self.egress == "ok":
+        if plan["network"] == "proxy":
+            network = self._proxied()
+        elif plan["network"] == "private" and self.egress == "ok":
             network = "private namespace; outbound through slirp4netns (NAT, the host's loopback unreachable)"
         elif plan["network"] == "private":
             why = self.egress if plan["egress"] else "slirp4netns is not installed: apt-get install slirp4netns"
@@ -340,6 +381,25 @@ class Sandbox(LoggingConfigurable):
              + "setuid and setgid modes, other ABIs; openat2 ENOSYS"),
             ("environment", env),
         ]
+
+    def _proxied(self):
+        if self.egress != "ok":
+            return f"private namespace, loopback only: no route out (the proxy did not start: {self.egress})"
+        if not self.proxy.running:
+            return "private namespace, loopback only: no route out (the proxy has ended; restart the kernel)"
+        to = (", ".join(self.allowed_hosts) + " (Sandbox.allowed_hosts)" if self.allowed_hosts else
+              "no host (Sandbox.allowed_hosts is empty): every request is refused")
+        return (f"private namespace, no route out; only through the kernel's HTTP proxy at http://127.0.0.1:{self.proxy_port} "
+                f"(http_proxy, https_proxy) to {to}; names reach public addresses only, never the host's "
+                "own, loopback or link-local; %sandbox network lists the requests")
+
+    def network_report(self):
+        """What `%sandbox network` prints: the network, and with the proxy each request made."""
+        facts = dict(self._facts())
+        text = f"network:         {facts['network']}\n"
+        if self.mode == "isolated" and self.plan["network"] == "proxy" and self.egress == "ok" and self.proxy.running:
+            return text + self.proxy.report()
+        return text + "(requests are listed with Sandbox.network=proxy)\n"
 
     def _filesystem(self):
         files = self.plan["files"]
@@ -379,6 +439,9 @@ class Sandbox(LoggingConfigurable):
 
     def start(self, workspace, connection_file=None):
         """Build the sandbox now (not at the first cell), so that 'required' can refuse to start."""
+        if self.allowed_hosts and self.network != "proxy":
+            raise SandboxError(f"Sandbox.allowed_hosts is set, but Sandbox.network={self.network} does not filter: "
+                               "set Sandbox.network=proxy")
         if self.isolation != "off":
             try:
                 try:
@@ -403,6 +466,7 @@ class Sandbox(LoggingConfigurable):
         for name, value in source.items():
             if name in ENV_ALLOWLIST or name.startswith("LC_") or name in self.env_passthrough:
                 env[name] = value
+        env.update(self.proxy.env())
         env.update(extra or {})
         return env
 
@@ -424,15 +488,27 @@ class Sandbox(LoggingConfigurable):
         ours.settimeout(20)
         try:
             ours.send(json.dumps(plan).encode())
-            first = json.loads(ours.recv(1 << 16) or b"{}")
+            data, fds = _receive_with_fds(ours)
+            first = json.loads(data or b"{}")
             if first.get("ev") == "outside":
                 self.egress = str(first.get("egress"))[:300]
                 self.cgroups = [str(c) for c in first.get("cgroups", [])]
                 self.cgroup_errors = [str(e)[:400] for e in first.get("cgroup_errors", [])]
                 self.groups = [int(g) for g in first.get("groups", []) if isinstance(g, int)]
-                first = json.loads(ours.recv(1 << 16) or b"{}")
+                for fd in fds:
+                    os.close(fd)
+                data, fds = _receive_with_fds(ours)
+                first = json.loads(data or b"{}")
         except (OSError, ValueError) as e:
-            first = {"error": f"no answer from the supervisor ({e})"}
+            first, fds = {"error": f"no answer from the supervisor ({e})"}, []
+        proxied = first.get("ev") == "ready" and plan and plan["proxy_port"]
+        if proxied and len(fds) == 1:
+            # Made by the sandbox's first process before any cell ran: its listening socket.
+            self.egress = self.proxy.start(fds.pop(), plan["proxy_port"], list(self.allowed_hosts), plan["as_root"])
+        elif proxied:
+            self.egress = "the sandbox passed no listening socket"
+        for fd in fds:
+            os.close(fd)
         if first.get("ev") != "ready":
             ours.close()
             process.kill()
@@ -445,6 +521,7 @@ class Sandbox(LoggingConfigurable):
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             self._loop.add_reader(self._socket.fileno(), self._receive)
+            self.proxy.listen(self._loop)
 
     async def spawn(self, sid, argv, env, cwd, fds, on_exit, terminal=None):
         """Start a bash session inside, or with terminal=(rows, cols) and no fds a shell on a
@@ -524,6 +601,7 @@ class Sandbox(LoggingConfigurable):
 
     def stop(self):
         """End the sandbox and everything in it (the supervisor kills all it started)."""
+        self.proxy.stop()
         if self._socket is not None:
             if self._loop is not None:
                 self._loop.remove_reader(self._socket.fileno())

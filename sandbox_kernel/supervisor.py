@@ -11,7 +11,9 @@ end (the kernel closing it, or dying) ends the sandbox:
                   no fds (a shell on a terminal of the sandbox's own devpts);
                   {"op": "signal", "id", "what"} where what is "int", "term", "kill" (the
                   foreground command), "shell" (bash itself) or "end" (the whole process tree).
-  here -> kernel: {"ev": "spawned", "id"} (a terminal's master attached),
+  here -> kernel: {"ev": "ready"} once built (with Sandbox.network=proxy, the proxy's listening
+                  socket on the sandbox's loopback attached),
+                  {"ev": "spawned", "id"} (a terminal's master attached),
                   {"ev": "spawn_failed", "id", "error"},
                   {"ev": "exited", "id", "status"} (exit code, or -N for signal N).
 """
@@ -453,6 +455,15 @@ def _wait_and_exit(pid, keep, then=None):
         os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
+def _proxy_listener(port):
+    """The proxy's socket on the sandbox's loopback, made before any cell runs; the kernel serves
+    it from outside (egress_proxy.py), so the sandbox needs no route out."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", port))
+    s.listen(128)
+    return s
+
+
 def main():
     # The kernel may run with SIGINT ignored (ipykernel does); sessions need the defaults.
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE):
@@ -468,7 +479,16 @@ def main():
     # Orphans (double-forked daemons) become ours, so that teardown can find them. The kernel
     # going away, even by SIGKILL, closes the control socket, and that starts the teardown.
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    control.send(json.dumps({"ev": "ready", "pid": os.getpid()}).encode())
+    listener = []
+    if plan is not None and plan.get("proxy_port"):
+        try:
+            listener = [_proxy_listener(plan["proxy_port"])]
+        except OSError as e:
+            control.send(json.dumps({"ev": "failed", "error": f"the proxy's port 127.0.0.1:{plan['proxy_port']}: {e.strerror}"}).encode())
+            os._exit(1)
+    socket.send_fds(control, [json.dumps({"ev": "ready", "pid": os.getpid()}).encode()], [s.fileno() for s in listener])
+    for s in listener:
+        s.close()
     Supervisor(control).run()
 
 
