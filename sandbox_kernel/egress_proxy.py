@@ -29,7 +29,8 @@ HEAD_TIMEOUT = 30
 CONNECT_TIMEOUT = 10
 MAX_CONNECTIONS = 128
 CHUNK = 65536
-DROPPED_HEADERS = {"proxy-connection", "proxy-authorization", "connection", "keep-alive"}
+# Replaced: Host by the URL's own (another would let a shared server pick a site not allowed).
+DROPPED_HEADERS = {"proxy-connection", "proxy-authorization", "connection", "keep-alive", "host"}
 
 
 class Refused(Exception):
@@ -75,11 +76,12 @@ class Proxy:
             url = urllib.parse.urlsplit(target)
             if url.scheme != "http" or not url.netloc:
                 raise Refused(400, "only CONNECT and absolute http:// URLs go through this proxy")
-            host, port = _split_authority(url.netloc.rpartition("@")[2], default=80)
+            authority = url.netloc.rpartition("@")[2]
+            host, port = _split_authority(authority, default=80)
             upstream = await self._open(host, port)
             path = urllib.parse.urlunsplit(("", "", url.path or "/", url.query, ""))
             headers = [line for line in lines[1:] if line and line.split(":", 1)[0].strip().lower() not in DROPPED_HEADERS]
-            upstream[1].write(f"{method} {path} {version}\r\n".encode("latin-1")
+            upstream[1].write(f"{method} {path} {version}\r\nHost: {authority}\r\n".encode("latin-1")
                               + "".join(f"{h}\r\n" for h in headers).encode("latin-1") + b"Connection: close\r\n\r\n")
         await _relay(reader, writer, *upstream)
 

@@ -248,3 +248,12 @@ def test_the_proxy_ends_when_its_kernel_is_killed(internet):
         assert wait_until(lambda: not _proxy_processes_alive(proxies), 10), "the proxy outlived its killed kernel"
     finally:
         k.shutdown()
+
+
+def test_a_forwarded_request_names_the_host_that_was_allowed(wide_open):
+    # Another Host would let a shared server (a CDN) answer for a site that is not allowed.
+    r = wide_open.run("exec 3<>/dev/tcp/127.0.0.1/3128; printf 'GET http://public.test.example:8080/h HTTP/1.1\\r\\n"
+                      "Host: not-allowed.example\\r\\nProxy-Authorization: Basic eDp5\\r\\nX-Kept: 1\\r\\n\\r\\n' >&3; cat <&3")
+    body = r.stdout.split("\r\n\r\n", 1)[-1]
+    assert body.startswith("GET /h HTTP/1.1\nHost: public.test.example:8080\n"), r.stdout
+    assert "not-allowed" not in body and "Proxy-" not in body and "X-Kept: 1\n" in body, body
