@@ -4,6 +4,7 @@ compare kernels under the same machine conditions."""
 
 import asyncio
 import dataclasses
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from nbclient import NotebookClient
 from .client import CELL_TIMEOUT
 from .numbers import fmt_bytes, fmt_time, median, ms, p95, seq_bytes
 from .peers import SANDBOX, SANDBOX_ISOLATION_OFF
+from .test_host import TestHost, Unavailable
 
 TRUE = ["true"]
 TEN_TRUES = ["true"] * 10
@@ -397,6 +399,35 @@ def concurrent_notebooks(bench):
     )]
 
 
+def network_download(bench):
+    """curl in a cell downloads from a host of the bench's own (test_host.py): the default
+    private network (slirp4netns's NAT) against Sandbox.network=proxy (the kernel's proxy), and
+    the same curl run on the host as the reference; the modes interleaved."""
+    title, plan = "download through the sandbox's network", bench.plan
+    if bench.peer(SANDBOX.key) is None:
+        return [Row(title, {}, {}, target="reported")]
+    try:
+        host = TestHost(plan.download_bytes)
+    except Unavailable as e:
+        return [Row(title, {SANDBOX.key: f"not measured: {e}"}, {}, target="reported", verdict="not measured")]
+    curl = f"curl -sS -o /dev/null -w '%{{time_total}}\\n' http://{host.address}:8080/"
+    proxy = dataclasses.replace(SANDBOX, key="sandbox-proxy", title="sandbox (proxy)",
+                                options=("--Sandbox.network=proxy", f"--Sandbox.allowed_hosts={host.address}:8080"))
+    with host:
+        modes = [SANDBOX, proxy]
+        kernels = bench.warm(modes)
+        samples = interleave(modes, {p: plan.downloads for p in modes},
+                             lambda p: float("".join(kernels[p].run_ok(curl, keep_text=True).text)))
+        direct = [float(subprocess.run(shlex.split(curl), capture_output=True, text=True, check=True).stdout)
+                  for _ in range(plan.downloads)]
+    rate = lambda seconds: f"{plan.download_bytes / median(seconds) / 1e6:.0f} MB/s"  # noqa: E731
+    text = (f"{fmt_bytes(plan.download_bytes)} by curl, median of {plan.downloads}: private (slirp4netns) "
+            f"{rate(samples[SANDBOX])}, proxy {rate(samples[proxy])}; curl on the host {rate(direct)}")
+    data = {"bytes": plan.download_bytes, "private_median_ms": ms(median(samples[SANDBOX])),
+            "proxy_median_ms": ms(median(samples[proxy])), "host_median_ms": ms(median(direct))}
+    return [Row(title, {SANDBOX.key: text}, {SANDBOX.key: data}, target="reported", verdict="reported")]
+
+
 FIGURES = [
     round_trips,
     ten_commands,
@@ -407,4 +438,5 @@ FIGURES = [
     many_sessions,
     isolation_cost,
     concurrent_notebooks,
+    network_download,
 ]

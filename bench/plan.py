@@ -24,6 +24,8 @@ class Plan:
     sessions: int  # sessions in one kernel, for their memory
     notebooks: int  # notebooks run at once through nbclient ...
     notebook_cells: int  # ... with this many cells each
+    download_bytes: int  # the network figure: one curl download of this size ...
+    downloads: int  # ... this many times per network mode
 
 
 FULL = Plan(
@@ -45,6 +47,8 @@ FULL = Plan(
     sessions=100,
     notebooks=8,
     notebook_cells=200,
+    download_bytes=200 << 20,
+    downloads=5,
 )
 
 QUICK = Plan(
@@ -66,4 +70,6 @@ QUICK = Plan(
     sessions=3,
     notebooks=2,
     notebook_cells=10,
+    download_bytes=4 << 20,
+    downloads=1,
 )

@@ -22,6 +22,7 @@ FIGURES = [
     "3 sessions",
     "isolation cost",
     "2 notebooks × 10 cells at once",
+    "download through the sandbox's network",
 ]
 PEERS = {"sandbox", "bash", "python3-bang", "python3-bash-magic", "floor"}
 
