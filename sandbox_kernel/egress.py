@@ -29,7 +29,12 @@ class Egress:
         """Serve the sandbox's listening socket; 'ok' or why not (the sandbox then has no way
         out). The fd came from the sandbox's first process before any cell ran; it is still
         checked to be a TCP socket listening on the loopback port the plan gave it."""
-        with socket.socket(fileno=listener_fd) as listener:
+        try:
+            listener = socket.socket(fileno=listener_fd)
+        except OSError as e:
+            os.close(listener_fd)
+            return f"the sandbox passed no socket ({e.strerror})"
+        with listener:
             try:
                 bound = listener.getsockname()
                 listening = listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
@@ -38,20 +43,24 @@ class Egress:
             if listener.family != socket.AF_INET or listener.type != socket.SOCK_STREAM or not listening \
                     or bound != ("127.0.0.1", port):
                 return f"the sandbox passed no TCP socket listening on 127.0.0.1:{port}"
-            nobody = pwd.getpwnam("nobody") if as_root else None
+            try:
+                nobody = pwd.getpwnam("nobody") if as_root else None
+            except KeyError:
+                return "the proxy did not start: as root it runs as nobody, and this system has no user nobody"
             code_r, code_w = os.pipe()
             try:
                 # It becomes nobody itself, once loaded: as nobody it might not read the
                 # package's files, nor run the kernel's python (under /root, say). Its code
-                # comes through a pipe.
+                # comes through a pipe. No stderr: cells' requests must not write the kernel's log.
                 self.process = subprocess.Popen(
                     [sys.executable, "-I", "-S", "-c", "import sys; exec(open(int(sys.argv[1])).read())", str(code_r),
                      str(listener.fileno()), f"{nobody.pw_uid}:{nobody.pw_gid}" if nobody else "-", json.dumps(entries)],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(code_r, listener.fileno()),
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                    pass_fds=(code_r, listener.fileno()),
                     cwd="/", env={"PATH": "/usr/bin:/bin"}, start_new_session=True,
                 )
-                os.write(code_w, _program().encode())  # some 10 kB: within a pipe's buffer
-            except (OSError, KeyError, subprocess.SubprocessError) as e:
+                os.write(code_w, _program().encode())  # about 20 kB: it fits the pipe, so this never waits
+            except (OSError, subprocess.SubprocessError) as e:
                 return f"the proxy did not start ({e})"
             finally:
                 os.close(code_r)
@@ -83,8 +92,8 @@ class Egress:
         for line in lines:
             try:
                 event = json.loads(line)
-                key = (str(event["host"])[:253], int(event["port"]), bool(event["allowed"]))
-                why = str(event["why"])[:300]
+                key = (_printable(event["host"])[:253], int(event["port"]), bool(event["allowed"]))
+                why = _printable(event["why"])[:300]
             except (ValueError, KeyError, TypeError):
                 continue
             count = self.requests.pop(key, [0, ""])[0] + 1
@@ -130,3 +139,8 @@ def _program():
     return ("import sys, types\nsys.modules['network_policy'] = policy = types.ModuleType('network_policy')\n"
             f"exec(compile({policy!r}, 'network_policy.py', 'exec'), policy.__dict__)\n"
             f"exec(compile({proxy!r}, 'egress_proxy.py', 'exec'), {{'__name__': '__main__'}})\n")
+
+
+def _printable(value):
+    """A field of the proxy's, as text that cannot start a line or a terminal sequence of its own."""
+    return "".join(c if c.isprintable() else "?" for c in str(value))

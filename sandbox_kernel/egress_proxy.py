@@ -20,16 +20,18 @@ import encodings.idna  # noqa: F401  the codec of host names: loaded before the 
 import errno
 import json
 import os
+import re
 import socket
 import sys
 import urllib.parse
 
 HEAD_LIMIT = 16384  # a request line and headers; longer is refused
 HEAD_TIMEOUT = 30
-CONNECT_TIMEOUT = 10
+RESOLVE_TIMEOUT = CONNECT_TIMEOUT = 10
 MAX_CONNECTIONS = 128
 CHUNK = 65536
 # Replaced: Host by the URL's own (another would let a shared server pick a site not allowed).
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 DROPPED_HEADERS = {"proxy-connection", "proxy-authorization", "connection", "keep-alive", "host"}
 
 
@@ -48,12 +50,13 @@ class Proxy:
         self.active += 1
         try:
             if self.active > MAX_CONNECTIONS:
-                raise Refused(503, f"more than {MAX_CONNECTIONS} connections at once")
+                _answer(writer, 503, f"more than {MAX_CONNECTIONS} connections at once")
+                return
             await self._serve(reader, writer)
         except Refused as e:
             _answer(writer, e.status, e.why)
             await _linger(reader, writer)
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+        except Exception:  # noqa: BLE001  (whatever a request does, it ends only its connection)
             pass
         finally:
             self.active -= 1
@@ -64,41 +67,49 @@ class Proxy:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
         except asyncio.LimitOverrunError:
             raise Refused(431, f"request head longer than {HEAD_LIMIT} bytes") from None
-        lines = head.decode("latin-1").split("\r\n")
+        lines = head.decode("latin-1").split("\r\n")[:-2]
+        if any(CONTROL.search(line) for line in lines):
+            # A lone LF or CR would let a server that accepts one read headers the proxy did not.
+            raise Refused(400, "a control character in the request head (lines end with CRLF)")
         method, target, version = (lines[0].split(" ") + ["", "", ""])[:3]
         if not version.startswith("HTTP/1."):
             raise Refused(400, "not an HTTP/1 proxy request")
         if method == "CONNECT":
             host, port = _split_authority(target)
-            upstream = await self._open(host, port)
+            upstream = await self._open(host, port, tunnel=True)
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         else:
-            url = urllib.parse.urlsplit(target)
+            try:
+                url = urllib.parse.urlsplit(target)
+            except ValueError:
+                raise Refused(400, "not a URL") from None
             if url.scheme != "http" or not url.netloc:
                 raise Refused(400, "only CONNECT and absolute http:// URLs go through this proxy")
             authority = url.netloc.rpartition("@")[2]
             host, port = _split_authority(authority, default=80)
-            upstream = await self._open(host, port)
+            upstream = await self._open(host, port, tunnel=False)
             path = urllib.parse.urlunsplit(("", "", url.path or "/", url.query, ""))
             headers = [line for line in lines[1:] if line and line.split(":", 1)[0].strip().lower() not in DROPPED_HEADERS]
             upstream[1].write(f"{method} {path} {version}\r\nHost: {authority}\r\n".encode("latin-1")
                               + "".join(f"{h}\r\n" for h in headers).encode("latin-1") + b"Connection: close\r\n\r\n")
         await _relay(reader, writer, *upstream)
 
-    async def _open(self, name, port):
+    async def _open(self, name, port, tunnel):
         host = network_policy.host_of(name)
         if host is None or not 0 < port < 65536:
             raise Refused(400, f"{name[:100]!r}:{port} is not a host and port")
-        entry = network_policy.allowing(self.entries, host, port)
+        entry = network_policy.allowing(self.entries, host, port, tunnel)
         if entry is None:
             self._event(host, port, False, "not in Sandbox.allowed_hosts")
             raise Refused(403, f"{host}:{port} is not in Sandbox.allowed_hosts")
         by_name = entry.network is None
         try:
-            found = [info[4][0] for info in await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)]
-        except OSError as e:
-            self._event(host, port, False, f"cannot resolve: {e.strerror or e}")
-            raise Refused(502, f"{host}: cannot resolve ({e.strerror or e})") from None
+            resolving = asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            found = [info[4][0] for info in await asyncio.wait_for(resolving, RESOLVE_TIMEOUT)]
+        except (OSError, asyncio.TimeoutError) as e:
+            why = getattr(e, "strerror", None) or str(e) or "timed out"
+            self._event(host, port, False, f"cannot resolve: {why}")
+            raise Refused(502, f"{host}: cannot resolve ({why})") from None
         refused = {}
         for address in dict.fromkeys(found):
             why = network_policy.refusal(address, by_name) or ("the host's own address" if _is_own(address) else None)
@@ -130,7 +141,7 @@ def _split_authority(text, default=None):
     host, colon, port = text.rpartition(":")
     if not colon or "]" in port:
         host, port = text, str(default) if default else ""
-    if not port.isdigit():
+    if not (port.isascii() and port.isdigit()):
         raise Refused(400, f"{text[:100]!r} has no port")
     return host, int(port)
 
@@ -193,8 +204,9 @@ async def main(fd, entries):
     loop = asyncio.get_running_loop()
     lifeline = asyncio.Event()
     loop.add_reader(0, lifeline.set)  # the kernel's end of stdin closing: end of file
-    async with server:
-        await lifeline.wait()
+    await lifeline.wait()
+    server.close()
+    os._exit(0)  # at once: open tunnels end with it, they do not keep it alive
 
 
 def become(ids):

@@ -2,7 +2,8 @@
 and the addresses no entry can open. Pure functions; standard library only (egress_proxy.py, a
 process of its own started with `python -I -S`, imports it).
 
-An entry names a host and, after a colon, a port (default: 80 and 443; `*`: any):
+An entry names a host and, after a colon, a port (`*`: any; without one, http:// requests to port
+80 and tunnels (CONNECT) to port 443):
     pypi.org    *.pythonhosted.org    github.com:22    *    10.1.2.3    10.0.0.0/8:5432    [fd00::/8]:443
 A name matches itself only; `*.name` matches the names below it; `*` matches every name. A name is
 resolved by the proxy, outside, and only to public addresses: a name cannot lead to the host's
@@ -13,17 +14,22 @@ only through an entry that is an address or a network.
 import dataclasses
 import ipaddress
 import re
+import socket
 
-DEFAULT_PORTS = (80, 443)
+DEFAULT_PORTS = "default"  # port 80 for http:// requests, 443 for tunnels
 LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+# The machine's own metadata services outside link-local: they hand out its credentials.
+METADATA = {ipaddress.ip_address(a) for a in ("fd00:ec2::254", "168.63.129.16", "100.100.100.200")}
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # (the IPv4 address it reaches is in its last 32 bits)
 
 # Addresses no entry opens, not even one naming them: the host itself and what only it may reach.
 NEVER = (
     ("loopback", lambda a: a.is_loopback),  # Jupyter's 8888, the kernel's ports, local APIs
     ("unspecified", lambda a: a.is_unspecified),  # 0.0.0.0 and :: reach the host's own listeners
     ("link-local", lambda a: a.is_link_local),  # 169.254.169.254: cloud metadata and its credentials
+    ("cloud metadata", lambda a: a in METADATA),  # AWS's over IPv6, Azure's WireServer, Alibaba's
     ("multicast", lambda a: a.is_multicast),
-    ("reserved", lambda a: a.version == 4 and a.is_reserved),  # 240/4, 255.255.255.255
+    ("reserved", lambda a: a.is_reserved),  # 240/4, ::/8 (IPv4-compatible), local-use NAT64, ...
 )
 
 
@@ -36,10 +42,13 @@ class Entry:
     text: str
     name: str | None = None  # "pypi.org", "*.example.com" or "*"
     network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
-    ports: tuple | None = DEFAULT_PORTS  # None: any
+    ports: tuple | str | None = DEFAULT_PORTS  # None: any
 
-    def matches(self, host, port):
-        if self.ports is not None and port not in self.ports:
+    def matches(self, host, port, tunnel):
+        if self.ports == DEFAULT_PORTS:
+            if port != (443 if tunnel else 80):
+                return False
+        elif self.ports is not None and port not in self.ports:
             return False
         if self.network is not None:
             address = literal(host)
@@ -87,7 +96,7 @@ def parse(text):
 def _ports(text, port):
     if port == "*":
         return None
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise PolicyError(f"Sandbox.allowed_hosts: {text!r}: {port!r} is not a port (1-65535, or *)")
     return (int(port),)
 
@@ -109,11 +118,19 @@ def host_of(text):
         host = host[1:-1]
         if ":" not in host:
             return None
+    if "%" in host:
+        return None  # a zone (fe80::1%eth0) names an interface of the host's
     address = literal(host)
     if address is not None:
         return str(address.ipv4_mapped or address) if address.version == 6 else str(address)
     host = host.rstrip(".")
-    return host if len(host) <= 253 and all(LABEL.fullmatch(label) for label in host.split(".")) else None
+    if not (len(host) <= 253 and all(LABEL.fullmatch(label) for label in host.split("."))):
+        return None
+    try:
+        socket.inet_aton(host)  # 2130706433, 0x7f.1, 010.1.2.3: an address written as a name
+        return None
+    except OSError:
+        return host
 
 
 def literal(host):
@@ -123,17 +140,21 @@ def literal(host):
         return None
 
 
-def allowing(entries, host, port):
-    """The first entry that lets the sandbox ask for host:port, or None."""
-    return next((e for e in entries if e.matches(host, port)), None)
+def allowing(entries, host, port, tunnel):
+    """The first entry that lets the sandbox ask for host:port (tunnel: by CONNECT), or None."""
+    return next((e for e in entries if e.matches(host, port, tunnel)), None)
 
 
 def refusal(address, by_name):
     """Why the proxy may not connect to this address (None: it may). A name resolves to public
     addresses only; an address entry may open a private one, never the host's own."""
     address = ipaddress.ip_address(address)
-    if address.version == 6 and address.ipv4_mapped:
-        address = address.ipv4_mapped
+    if address.version == 6:
+        # Where an IPv6 address leads to an IPv4 one (mapped, NAT64, 6to4), that one counts.
+        if address in NAT64:
+            address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        else:
+            address = address.ipv4_mapped or address.sixtofour or address
     for why, test in NEVER:
         if test(address):
             return why

@@ -198,7 +198,7 @@ class Sandbox(LoggingConfigurable):
             net = entry.network
             never = net and network_policy.refusal(net.network_address, False)
             if never and never == network_policy.refusal(net.broadcast_address, False):
-                raise SandboxError(f"Sandbox.allowed_hosts: {text!r} can never be reached ({never}: the host's own)")
+                raise SandboxError(f"Sandbox.allowed_hosts: {text!r} can never be reached ({never})")
         return proposal["value"]
 
     @validate("proxy_port")
@@ -319,7 +319,8 @@ class Sandbox(LoggingConfigurable):
         if self.mode == "unprotected":
             return (
                 f"sandbox-kernel: UNPROTECTED: the sandbox could not be built ({self.reason}), so cells can see "
-                "and reach the control plane (Jupyter's token, the kernel's connection file). "
+                "and reach the control plane (Jupyter's token, the kernel's connection file)"
+                + (" and every network: Sandbox.allowed_hosts is not enforced" if self.network == "proxy" else "") + ". "
                 "Set Sandbox.isolation=required to refuse to start instead."
             )
         return ""

@@ -29,7 +29,7 @@ def _start_kernel_directly(tmp_path, *options, env=None):
         ("--Sandbox.home_shared=../etc", "sandbox-kernel: Sandbox.home_shared: '../etc' is not a name below HOME"),
         ("--Sandbox.shared_directory=relative/dir", "sandbox-kernel: Sandbox.shared_directory: 'relative/dir' is not an absolute path to a directory"),
         ("--Sandbox.allowed_hosts=exa_mple.com", "sandbox-kernel: Sandbox.allowed_hosts: 'exa_mple.com' is not a host name, *.name, *, an address or a network"),
-        ("--Sandbox.allowed_hosts=127.0.0.1", "sandbox-kernel: Sandbox.allowed_hosts: '127.0.0.1' can never be reached (loopback: the host's own)"),
+        ("--Sandbox.allowed_hosts=127.0.0.1", "sandbox-kernel: Sandbox.allowed_hosts: '127.0.0.1' can never be reached (loopback)"),
         ("--Sandbox.allowed_hosts=pypi.org", "sandbox-kernel: Sandbox.allowed_hosts is set, but Sandbox.network=private does not filter: set Sandbox.network=proxy"),
         ("--Sandbox.proxy_port=70000", "sandbox-kernel: Sandbox.proxy_port: 70000 is not a port"),
         ("--Sandbox.blocked_syscalls=fork", "sandbox-kernel: Sandbox.blocked_syscalls: 'fork' cannot be filtered; choose from io_uring_setup, "),

@@ -6,28 +6,30 @@ import pytest
 from sandbox_kernel import network_policy as policy
 
 
-@pytest.mark.parametrize("entry, host, port, allowed", [
-    ("pypi.org", "pypi.org", 443, True),
-    ("pypi.org", "pypi.org", 80, True),
-    ("pypi.org", "pypi.org", 22, False),
-    ("pypi.org", "www.pypi.org", 443, False),
-    ("pypi.org", "evilpypi.org", 443, False),
-    ("*.pythonhosted.org", "files.pythonhosted.org", 443, True),
-    ("*.pythonhosted.org", "pythonhosted.org", 443, False),
-    ("*.pythonhosted.org", "xpythonhosted.org", 443, False),
-    ("github.com:22", "github.com", 22, True),
-    ("github.com:22", "github.com", 443, False),
-    ("PyPI.org.", "pypi.org", 443, True),
-    ("*", "anything.example", 443, True),
-    ("*", "10.1.2.3", 443, False),  # a name entry never opens an address
-    ("*:*", "anything.example", 5432, True),
-    ("10.0.0.0/8:5432", "10.1.2.3", 5432, True),
-    ("10.0.0.0/8:5432", "10.1.2.3", 443, False),
-    ("10.0.0.0/8:5432", "db.example", 5432, False),
-    ("[fd00::/8]:443", "fd12::1", 443, True),
+@pytest.mark.parametrize("entry, host, port, tunnel, allowed", [
+    ("pypi.org", "pypi.org", 443, True, True),
+    ("pypi.org", "pypi.org", 80, False, True),
+    ("pypi.org", "pypi.org", 80, True, False),  # a tunnel to port 80 would carry any Host
+    ("pypi.org", "pypi.org", 443, False, False),
+    ("pypi.org", "pypi.org", 22, True, False),
+    ("pypi.org", "www.pypi.org", 443, True, False),
+    ("pypi.org", "evilpypi.org", 443, True, False),
+    ("*.pythonhosted.org", "files.pythonhosted.org", 443, True, True),
+    ("*.pythonhosted.org", "pythonhosted.org", 443, True, False),
+    ("*.pythonhosted.org", "xpythonhosted.org", 443, True, False),
+    ("github.com:22", "github.com", 22, True, True),
+    ("github.com:22", "github.com", 443, True, False),
+    ("PyPI.org.", "pypi.org", 443, True, True),
+    ("*", "anything.example", 443, True, True),
+    ("*", "10.1.2.3", 443, True, False),  # a name entry never opens an address
+    ("*:*", "anything.example", 5432, True, True),
+    ("10.0.0.0/8:5432", "10.1.2.3", 5432, True, True),
+    ("10.0.0.0/8:5432", "10.1.2.3", 443, True, False),
+    ("10.0.0.0/8:5432", "db.example", 5432, True, False),
+    ("[fd00::/8]:443", "fd12::1", 443, True, True),
 ])
-def test_an_entry_matches_its_hosts_and_ports_only(entry, host, port, allowed):
-    assert (policy.allowing([policy.parse(entry)], host, port) is not None) == allowed
+def test_an_entry_matches_its_hosts_and_ports_only(entry, host, port, tunnel, allowed):
+    assert (policy.allowing([policy.parse(entry)], host, port, tunnel) is not None) == allowed
 
 
 @pytest.mark.parametrize("address, by_name, why", [
@@ -36,14 +38,22 @@ def test_an_entry_matches_its_hosts_and_ports_only(entry, host, port, allowed):
     ("fe80::1", False, "link-local"), ("224.0.0.1", False, "multicast"), ("255.255.255.255", False, "reserved"),
     ("10.1.2.3", True, "private"), ("192.168.1.1", True, "private"), ("fd00::1", True, "private"),
     ("100.64.0.1", True, "private"), ("10.1.2.3", False, None), ("151.101.0.223", True, None),
+    # IPv6 forms that lead to IPv4: the IPv4 address counts.
+    ("64:ff9b::a00:1", True, "private"), ("64:ff9b::a9fe:a9fe", False, "link-local"), ("64:ff9b::9765:df", True, None),
+    ("2002:7f00:1::1", False, "loopback"), ("::7f00:1", False, "reserved"), ("64:ff9b:1::1", False, "reserved"),
+    ("fd00:ec2::254", False, "cloud metadata"), ("168.63.129.16", True, "cloud metadata"),
+    ("100.100.100.200", False, "cloud metadata"),
 ])
 def test_addresses_a_name_or_an_entry_may_not_lead_to(address, by_name, why):
     assert policy.refusal(address, by_name) == why
 
 
 @pytest.mark.parametrize("host, normal", [
-    ("Example.COM.", "example.com"), ("[::ffff:127.0.0.1]", "127.0.0.1"), ("[::1]", "::1"), ("2130706433", "2130706433"),
+    ("Example.COM.", "example.com"), ("[::ffff:127.0.0.1]", "127.0.0.1"), ("[::1]", "::1"),
     ("a_b", None), ("[1.2.3.4]", None), ("", None), ("a" * 64 + ".example", None),
+    # An address written as a name (inet_aton would read it), a zone naming a host interface.
+    ("2130706433", None), ("0x7f.1", None), ("010.1.2.3", None), ("127.1", None), ("[fe80::1%eth0]", None),
+    ("1e100.net", "1e100.net"),
 ])
 def test_hosts_are_normalised_before_they_are_matched(host, normal):
     assert policy.host_of(host) == normal
@@ -52,6 +62,7 @@ def test_hosts_are_normalised_before_they_are_matched(host, normal):
 @pytest.mark.parametrize("entry, message", [
     ("a..b", "'a..b' is not a host name, *.name, *, an address or a network"),
     ("pypi.org:0", "'pypi.org:0': '0' is not a port (1-65535, or *)"),
+    ("pypi.org:²", "is not a port"),
     ("[::1", "'[::1': a '[' without its ']'"),
     ("fd00::1", "'fd00::1': write an IPv6 address in brackets, [fd00::1]"),
     ("*.*.example", "is not a host name"),

@@ -148,14 +148,15 @@ def test_names_and_addresses_never_lead_to_the_host_or_its_loopback(wide_open, i
     canary = Canary("127.0.0.1", own)
     try:
         p = canary.port
-        targets = [f"127.0.0.1:{p}", f"[::1]:{p}", f"[::ffff:127.0.0.1]:{p}", f"0.0.0.0:{p}", f"[::]:{p}",
-                   f"localhost:{p}", f"loopback.test.example:{p}", f"2130706433:{p}", f"0x7f000001:{p}", f"127.1:{p}",
+        refused = [f"127.0.0.1:{p}", f"[::1]:{p}", f"[::ffff:127.0.0.1]:{p}", f"[::127.0.0.1]:{p}", f"[64:ff9b::127.0.0.1]:{p}",
+                   f"[2002:7f00:1::1]:{p}", f"0.0.0.0:{p}", f"[::]:{p}", f"localhost:{p}", f"loopback.test.example:{p}",
                    f"{own}:{p}", f"thishost.test.example:{p}", "169.254.169.254:80", "metadata.test.example:80"]
-        r = wide_open.run(_ask([f"CONNECT {t} HTTP/1.1" for t in targets] + [f"GET http://127.0.0.1:{p}/ HTTP/1.1"]))
+        unreadable = [f"2130706433:{p}", f"0x7f000001:{p}", f"127.1:{p}", f"[fe80::1%lo]:{p}"]  # addresses as names, a zone
+        r = wide_open.run(_ask([f"CONNECT {t} HTTP/1.1" for t in refused + unreadable] + [f"GET http://127.0.0.1:{p}/ HTTP/1.1"]))
         answers = r.stdout.splitlines()
-        assert len(answers) == len(targets) + 1, r.stdout + r.stderr
-        for line in answers:
-            assert line.endswith("-> HTTP/1.1 403 Forbidden"), line
+        assert len(answers) == len(refused) + len(unreadable) + 1, r.stdout + r.stderr
+        for line, target in zip(answers, refused + unreadable + [refused[0]]):
+            assert target in line and line.endswith("403 Forbidden" if target not in unreadable else "400 Bad Request"), line
         assert canary.arrived == [], "a connection reached the host"
     finally:
         canary.close()
@@ -181,7 +182,7 @@ def test_a_name_reaches_public_addresses_only_and_an_address_entry_a_private_one
 @pytest.mark.parametrize("flavor", FLAVORS)
 def test_cells_reach_the_allowed_hosts_through_the_proxy_and_nothing_else(flavor, internet):
     public, private, _own = internet
-    k = _kernel(flavor, internet, ["public.test.example:8080"])
+    k = _kernel(flavor, internet, ["public.test.example:8080", "other.test.example"])
     try:
         proxies = _proxy_processes(k)
         assert len(proxies) == 1, proxies
@@ -192,7 +193,7 @@ def test_cells_reach_the_allowed_hosts_through_the_proxy_and_nothing_else(flavor
 
         status = k.run("%sandbox").stdout
         assert ("network:         private namespace, no route out; only through the kernel's HTTP proxy at "
-                "http://127.0.0.1:3128 (http_proxy, https_proxy) to public.test.example:8080 (Sandbox.allowed_hosts)") in status
+                "http://127.0.0.1:3128 (http_proxy, https_proxy) to public.test.example:8080, other.test.example (Sandbox.allowed_hosts)") in status
         assert k.run("echo $https_proxy $no_proxy").stdout == "http://127.0.0.1:3128 localhost,127.0.0.1,::1\n"
 
         # Tools that honour http_proxy get there (curl, Python), and the server sees an ordinary
@@ -213,6 +214,13 @@ def test_cells_reach_the_allowed_hosts_through_the_proxy_and_nothing_else(flavor
             f"sandbox-kernel proxy: {public}:8080 is not in Sandbox.allowed_hosts",
         ], r.stdout + r.stderr
 
+        # A name without a port: http:// to port 80 and tunnels to 443 only (a tunnel to port 80
+        # would carry any Host). Allowed, the test host answers neither: 502.
+        r = k.run(_ask(["CONNECT other.test.example:80 HTTP/1.1", "CONNECT other.test.example:443 HTTP/1.1",
+                        "GET http://other.test.example/ HTTP/1.1", "GET http://other.test.example:443/ HTTP/1.1"]))
+        assert [line.rsplit(" -> ", 1)[1] for line in r.stdout.splitlines()] == [
+            "HTTP/1.1 403 Forbidden", "HTTP/1.1 502 Bad Gateway", "HTTP/1.1 502 Bad Gateway", "HTTP/1.1 403 Forbidden"], r.stdout
+
         # No way around the proxy: no route out, no DNS.
         r = k.run(f"(exec 3<>/dev/tcp/{public}/8080) 2>&1; curl -sS --noproxy '*' -m 5 http://{public}:8080/ 2>&1")
         assert "Network is unreachable" in r.stdout and "GET" not in r.stdout, r.stdout
@@ -230,10 +238,15 @@ def _proxy_processes_alive(pids):
 
 
 def test_bad_requests_get_an_answer_and_the_proxy_goes_on(wide_open):
-    r = wide_open.run(_ask(["CONNECT public.test.example HTTP/1.1", "GET /relative HTTP/1.1", "GET https://x.test.example/ HTTP/1.1",
-                            "CONNECT bad_name:80 HTTP/1.1", "NONSENSE", "CONNECT public.test.example:8080 HTTP/1.1"]))
+    bad = ["CONNECT public.test.example HTTP/1.1", "GET /relative HTTP/1.1", "GET https://x.test.example/ HTTP/1.1",
+           "CONNECT bad_name:80 HTTP/1.1", "NONSENSE", "CONNECT public.test.example:²² HTTP/1.1", "GET http://[x/ HTTP/1.1",
+           "GET http://public.test.example:8080/\x01 HTTP/1.1"]
+    r = wide_open.run(_ask(bad + ["CONNECT public.test.example:8080 HTTP/1.1"]))
     assert [line.rsplit(" -> ", 1)[1] for line in r.stdout.splitlines()] == [
-        "HTTP/1.1 400 Bad Request"] * 5 + ["HTTP/1.1 200 Connection established"], r.stdout + r.stderr
+        "HTTP/1.1 400 Bad Request"] * len(bad) + ["HTTP/1.1 200 Connection established"], r.stdout + r.stderr
+    # A lone LF would let a server that takes one see a Host the proxy did not.
+    lone_lf = wide_open.run("exec 3<>/dev/tcp/127.0.0.1/3128; printf 'GET http://public.test.example:8080/ HTTP/1.1\\nHost: x\\r\\n\\r\\n' >&3; head -1 <&3")
+    assert lone_lf.stdout.startswith("HTTP/1.1 400 "), lone_lf.stdout
     big = wide_open.run("exec 3<>/dev/tcp/127.0.0.1/3128; { printf 'GET http://public.test.example:8080/ HTTP/1.1\\r\\n'; "
                         "head -c 20000 /dev/zero | tr '\\0' a; printf '\\r\\n\\r\\n'; } >&3; head -1 <&3")
     assert big.stdout.startswith("HTTP/1.1 431 "), big.stdout
@@ -244,8 +257,13 @@ def test_the_proxy_ends_when_its_kernel_is_killed(internet):
     try:
         proxies = _proxy_processes(k)
         assert len(proxies) == 1, proxies
+        # An open tunnel to an idle server must not keep it alive either.
+        r = k.run("exec 3<>/dev/tcp/127.0.0.1/3128; printf 'CONNECT public.test.example:8080 HTTP/1.1\\r\\n\\r\\n' >&3; head -1 <&3")
+        assert r.stdout.startswith("HTTP/1.1 200 "), r.stdout
         os.kill(k.pid, signal.SIGKILL)
         assert wait_until(lambda: not _proxy_processes_alive(proxies), 10), "the proxy outlived its killed kernel"
+        # (and shutdown() below must not send a request to a kernel that is still being reaped)
+        assert wait_until(lambda: not k.km.is_alive(), 10)
     finally:
         k.shutdown()
 
