@@ -398,9 +398,11 @@ class Sandbox(LoggingConfigurable):
         """What `%sandbox network` prints: the network, and with the proxy each request made."""
         facts = dict(self._facts())
         text = f"network:         {facts['network']}\n"
-        if self.mode == "isolated" and self.plan["network"] == "proxy" and self.egress == "ok" and self.proxy.running:
-            return text + self.proxy.report()
-        return text + "(requests are listed with Sandbox.network=proxy)\n"
+        if self.mode != "isolated":
+            return text + "(no sandbox: nothing is filtered, nothing is listed)\n"
+        if self.plan["network"] != "proxy":
+            return text + "(requests are listed with Sandbox.network=proxy)\n"
+        return text + (self.proxy.report() if self.egress == "ok" and self.proxy.running else "")
 
     def _filesystem(self):
         files = self.plan["files"]

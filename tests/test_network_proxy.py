@@ -275,3 +275,14 @@ def test_a_forwarded_request_names_the_host_that_was_allowed(wide_open):
     body = r.stdout.split("\r\n\r\n", 1)[-1]
     assert body.startswith("GET /h HTTP/1.1\nHost: public.test.example:8080\n"), r.stdout
     assert "not-allowed" not in body and "Proxy-" not in body and "X-Kept: 1\n" in body, body
+
+
+def test_an_unprotected_kernel_says_the_allowlist_is_not_enforced(tmp_path):
+    # Where no sandbox can be built, 'auto' starts unprotected: the warning must not let the
+    # user believe the network is filtered.
+    k = Kernel(tmp_path, options=["--Sandbox.network=proxy", "--Sandbox.allowed_hosts=pypi.org"], flavor="no-userns")
+    try:
+        assert "UNPROTECTED" in k.first.stderr and "and every network: Sandbox.allowed_hosts is not enforced" in k.first.stderr, k.first.stderr
+        assert "(no sandbox: nothing is filtered, nothing is listed)" in k.run("%sandbox network").stdout
+    finally:
+        k.shutdown()
