@@ -8,10 +8,11 @@ absolute http:// URL); the proxy goes there only if an entry of Sandbox.allowed_
 it reach: never the host's own, never loopback or link-local, a private one only by an address
 entry. It connects to the address it checked, so a second DNS answer cannot change it.
 
-A process of its own (egress.py starts it, as nobody when the kernel is root, with this code
-and network_policy.py's through a pipe), with argv `CODE_FD FD UID:GID '["entry", ...]'`: FD is the listening
-socket, UID:GID whom to become before serving ("-": stay), stdin its lifeline (end of file: exit), stdout a stream of JSON lines, one per request
-({"host", "port", "allowed", "why"}), dropped rather than waited on when the kernel is slow.
+A process of its own: egress.py starts it with this code and network_policy.py's through a
+pipe, and argv `CODE_FD FD UID:GID '["entry", ...]'`. FD is the listening socket; UID:GID whom
+to become before serving (nobody when the kernel is root; "-": stay); stdin its lifeline (end of
+file: exit); stdout a stream of JSON lines, one per request ({"host", "port", "allowed", "why"}),
+dropped rather than waited on when the kernel is slow.
 """
 
 import asyncio
@@ -30,8 +31,8 @@ HEAD_TIMEOUT = 30
 RESOLVE_TIMEOUT = CONNECT_TIMEOUT = 10
 MAX_CONNECTIONS = 128
 CHUNK = 65536
-# Replaced: Host by the URL's own (another would let a shared server pick a site not allowed).
 CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Host is replaced by the URL's own: another would let a shared server pick a site not allowed.
 DROPPED_HEADERS = {"proxy-connection", "proxy-authorization", "connection", "keep-alive", "host"}
 
 
@@ -201,12 +202,11 @@ async def main(fd, entries):
     listener = socket.socket(fileno=fd)
     proxy = Proxy(entries)
     server = await asyncio.start_server(proxy.handle, sock=listener, limit=HEAD_LIMIT)
-    loop = asyncio.get_running_loop()
     lifeline = asyncio.Event()
-    loop.add_reader(0, lifeline.set)  # the kernel's end of stdin closing: end of file
-    await lifeline.wait()
-    server.close()
-    os._exit(0)  # at once: open tunnels end with it, they do not keep it alive
+    asyncio.get_running_loop().add_reader(0, lifeline.set)  # the kernel's end of stdin closing: end of file
+    async with server:
+        await lifeline.wait()
+        os._exit(0)  # at once: open tunnels end with it, they do not keep it alive
 
 
 def become(ids):
