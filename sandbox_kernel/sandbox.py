@@ -70,7 +70,8 @@ class Sandbox(LoggingConfigurable):
         Unicode(),
         help="""With Sandbox.network=proxy: where cells may connect. An entry is a host name
         (pypi.org), its subdomains (*.pythonhosted.org), any name (*), an address (10.1.2.3,
-        [fd00::1]) or a network (10.0.0.0/8), with :PORT or :* after it (default: 80 and 443).
+        [fd00::1]) or a network (10.0.0.0/8), with :PORT or :* after it (without one: http://
+        to port 80 and tunnels to 443).
         Names are resolved outside and reach public addresses only; private ones need an
         address entry; loopback, link-local and the host's own addresses are never reached.""",
     ).tag(config=True)
@@ -262,7 +263,7 @@ class Sandbox(LoggingConfigurable):
             *files["steps"],
             ["set_hostname", "sandbox"],
             *([["loopback_up"]] if "net" in namespaces else []),
-            *([["resolv_conf", EGRESS_DNS]] if egress else []),  # (with the proxy cells need no DNS)
+            *([["resolv_conf", EGRESS_DNS]] if egress else []),  # (with the proxy, cells resolve nothing)
             ["new_session_keyring"],
             ["limit_processes", self.max_processes],
             ["not_dumpable"],
@@ -314,13 +315,13 @@ class Sandbox(LoggingConfigurable):
 
     @property
     def warning(self):
+        unfiltered = " and every network: Sandbox.allowed_hosts is not enforced" if self.network == "proxy" else ""
         if self.mode == "off":
-            return "sandbox-kernel: isolation is OFF (Sandbox.isolation=off): cells can see and reach the control plane."
+            return f"sandbox-kernel: isolation is OFF (Sandbox.isolation=off): cells can see and reach the control plane{unfiltered}."
         if self.mode == "unprotected":
             return (
                 f"sandbox-kernel: UNPROTECTED: the sandbox could not be built ({self.reason}), so cells can see "
-                "and reach the control plane (Jupyter's token, the kernel's connection file)"
-                + (" and every network: Sandbox.allowed_hosts is not enforced" if self.network == "proxy" else "") + ". "
+                f"and reach the control plane (Jupyter's token, the kernel's connection file){unfiltered}. "
                 "Set Sandbox.isolation=required to refuse to start instead."
             )
         return ""
