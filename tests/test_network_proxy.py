@@ -97,7 +97,7 @@ class Canary:
             s.close()
 
 
-def _kernel(flavor, internet, allowed):
+def _kernel(flavor, internet, allowed, where="tmp"):
     public, private, own = internet
     hosts = tempfile.NamedTemporaryFile("w", prefix="sk-hosts-", suffix=".txt", delete=False)
     hosts.write(f"127.0.0.1 localhost\n::1 localhost ip6-localhost\n{public} public.test.example other.test.example\n"
@@ -109,7 +109,12 @@ def _kernel(flavor, internet, allowed):
               f'mount --bind {hosts.name} /etc/hosts && exec "$@"', "sh"]
     workspace = user_dir("sk-ws-") if flavor == "user" else tempfile.mkdtemp(prefix="sk-ws-")
     options = ["--Sandbox.network=proxy", *[f"--Sandbox.allowed_hosts={a}" for a in allowed]]
-    return Kernel(workspace, options=options, flavor=flavor, prefix=prefix)
+    if where == "home":  # the notebook in HOME, beside a credential
+        os.makedirs(os.path.join(workspace, ".ssh"))
+        with open(os.path.join(workspace, ".ssh", "id_ed25519"), "w") as f:
+            f.write("PRIVATE KEY\n")
+        return Kernel(workspace, options=options, flavor=flavor, prefix=prefix, home=workspace)
+    return Kernel("/" if where == "/" else workspace, options=options, flavor=flavor, prefix=prefix)
 
 
 def _proxy_processes(kernel):
@@ -285,4 +290,22 @@ def test_an_unprotected_kernel_says_the_allowlist_is_not_enforced(tmp_path):
         assert "UNPROTECTED" in k.first.stderr and "and every network: Sandbox.allowed_hosts is not enforced" in k.first.stderr, k.first.stderr
         assert "(no sandbox: nothing is filtered, nothing is listed)" in k.run("%sandbox network").stdout
     finally:
+        k.shutdown()
+
+
+@pytest.mark.parametrize("where", ["home", "/"])
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_the_proxy_holds_wherever_the_notebook_lives(flavor, where, internet):
+    _public, _private, own = internet
+    k = _kernel(flavor, internet, ["public.test.example:8080", "*:*"], where=where)
+    canary = Canary("127.0.0.1", own)
+    try:
+        r = k.run("curl -sS http://public.test.example:8080/here\n"
+                  + _ask([f"CONNECT localhost:{canary.port} HTTP/1.1", f"CONNECT thishost.test.example:{canary.port} HTTP/1.1"]))
+        assert r.stdout.startswith("GET /here HTTP/1.1\n"), r.stdout + r.stderr
+        assert r.stdout.splitlines()[-2:] == [f"CONNECT localhost:{canary.port} HTTP/1.1 -> HTTP/1.1 403 Forbidden",
+                                              f"CONNECT thishost.test.example:{canary.port} HTTP/1.1 -> HTTP/1.1 403 Forbidden"], r.stdout
+        assert canary.arrived == []
+    finally:
+        canary.close()
         k.shutdown()
