@@ -37,17 +37,33 @@ class Term:
     def close(self):
         self._send("comm_close", {"comm_id": self.id, "data": {}})
 
+    def _next(self, timeout):
+        """The next iopub message of this terminal's comm. Another terminal's messages are kept
+        for it: terminals of one kernel share the iopub channel."""
+        stash = self.k.__dict__.setdefault("terminal_messages", {})
+        if stash.get(self.id):
+            return stash[self.id].pop(0)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                m = self.k.kc.get_iopub_msg(timeout=left)
+            except queue.Empty:
+                return None
+            comm_id = m["content"].get("comm_id")
+            if comm_id == self.id:
+                return m
+            if comm_id is not None:
+                stash.setdefault(comm_id, []).append(m)
+        return None
+
     def read_until(self, wanted, timeout=15):
         """What the terminal printed until `wanted` is in it (or it closed); fails on a timeout."""
         out, deadline = "", time.monotonic() + timeout
         while wanted not in out and self.closed is None:
             left = deadline - time.monotonic()
             assert left > 0, f"{wanted!r} did not come; the terminal printed {out!r}"
-            try:
-                m = self.k.kc.get_iopub_msg(timeout=min(left, 0.5))
-            except Exception:
-                continue
-            if m["content"].get("comm_id") != self.id:
+            m = self._next(min(left, 0.5))
+            if m is None:
                 continue
             if m["msg_type"] == "comm_close":
                 self.closed = m["content"]["data"]
