@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 
 from jupyter_client import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
@@ -300,3 +301,50 @@ def wait_until(predicate, timeout):
             return True
         time.sleep(0.05)
     return predicate()
+
+
+class TestHost:
+    """A host in a network namespace of the test's own, joined to this machine by a veth pair:
+    the only non-loopback addresses a test may use. `private` is its address on the link,
+    `own` this machine's end of it, `public` a public-looking one (192.88.99.0/24, the retired
+    6to4 relay block, routed here to that namespace only). `server`: Python code it runs."""
+
+    __test__ = False  # (not a test class, for pytest)
+
+    def __init__(self, server, port=8080):
+        tag = uuid.uuid4().hex[:6]
+        self.ns, self._outer, inner = f"sk-host-{tag}", f"skh{tag}", f"skn{tag}"
+        n = int(tag[:2], 16)
+        self.private, self.own, self.public = f"10.203.{n}.2", f"10.203.{n}.1", f"192.88.99.{n}"
+        self._server = None
+        run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True)  # noqa: E731
+        try:
+            run("ip", "netns", "add", self.ns)
+            run("ip", "link", "add", self._outer, "type", "veth", "peer", "name", inner)
+            run("ip", "link", "set", inner, "netns", self.ns)
+            run("ip", "addr", "add", f"{self.own}/30", "dev", self._outer)
+            run("ip", "link", "set", self._outer, "up")
+            for cmd in (["addr", "add", f"{self.private}/30", "dev", inner], ["addr", "add", f"{self.public}/32", "dev", inner],
+                        ["link", "set", inner, "up"]):
+                run("ip", "netns", "exec", self.ns, "ip", *cmd)
+            run("ip", "route", "add", f"{self.public}/32", "via", self.private)
+            self._server = subprocess.Popen(["ip", "netns", "exec", self.ns, sys.executable, "-c", server])
+            assert wait_until(lambda: _accepts(self.private, port), 10), "the test host's server did not start"
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        if self._server:
+            self._server.kill()
+            self._server.wait()
+        subprocess.run(["ip", "link", "del", self._outer], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+
+
+def _accepts(address, port):
+    try:
+        socket.create_connection((address, port), 1).close()
+        return True
+    except OSError:
+        return False

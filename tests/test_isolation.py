@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from harness import (TEST_USER, USER_VENV_PYTHON, Kernel, ensure_test_user, process_tree, processes_named, still_running,
+from harness import (TEST_USER, USER_VENV_PYTHON, Kernel, TestHost, ensure_test_user, process_tree, processes_named, still_running,
                      user_dir, wait_until)
 
 FLAVORS = ["root", "user"]
@@ -587,30 +587,10 @@ def test_required_refuses_to_start_and_says_what_is_missing(tmp_path):
 
 @pytest.fixture
 def test_host():
-    """A host in a network namespace of the test's own, reachable from this machine over a veth
-    pair: the only non-loopback address a test may use."""
-    tag = uuid.uuid4().hex[:6]
-    ns, outer, inner = f"sk-host-{tag}", f"skh{tag}", f"skn{tag}"
-    subnet = f"10.203.{int(tag[:2], 16)}"
-    run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True)  # noqa: E731
-    run("ip", "netns", "add", ns)
-    try:
-        run("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
-        run("ip", "link", "set", inner, "netns", ns)
-        run("ip", "addr", "add", f"{subnet}.1/30", "dev", outer)
-        run("ip", "link", "set", outer, "up")
-        run("ip", "netns", "exec", ns, "ip", "addr", "add", f"{subnet}.2/30", "dev", inner)
-        run("ip", "netns", "exec", ns, "ip", "link", "set", inner, "up")
-        server = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-c",
-             "import socket; s=socket.socket(); s.bind(('0.0.0.0', 8080)); s.listen(); "
-             "[c.sendall(b'test host\\n') or c.close() for c, _ in iter(s.accept, None)]"])
-        yield f"{subnet}.2"
-        server.kill()
-        server.wait()
-    finally:
-        subprocess.run(["ip", "link", "del", outer], capture_output=True)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    host = TestHost("import socket; s=socket.socket(); s.bind(('0.0.0.0', 8080)); s.listen(); "
+                    "[c.sendall(b'test host\\n') or c.close() for c, _ in iter(s.accept, None)]")
+    yield host.private
+    host.close()
 
 
 def _tun_usable(flavor):
