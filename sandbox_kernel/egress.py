@@ -85,6 +85,10 @@ class Egress:
             return
         if not data:
             self._loop.remove_reader(self.process.stdout.fileno())
+            try:
+                self.process.wait(1)  # it is exiting (its stdout closed): reaped now, not left a zombie
+            except subprocess.TimeoutExpired:
+                pass
             self.log.warning("sandbox-kernel: the sandbox's proxy ended; the sandbox has no way out")
             return
         *lines, self._buffer = (self._buffer + data).split(b"\n")

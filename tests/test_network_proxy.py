@@ -7,15 +7,12 @@ to the test's namespace only); names come from an /etc/hosts of the kernel's own
 import os
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
-import uuid
 
 import pytest
 
-from harness import Kernel, process_tree, user_dir, wait_until
+from harness import Kernel, TestHost, process_tree, user_dir, wait_until
 
 FLAVORS = ["root", "user"]
 SERVER = """import http.server
@@ -35,39 +32,9 @@ http.server.ThreadingHTTPServer(("0.0.0.0", 8080), Echo).serve_forever()
 @pytest.fixture(scope="module")
 def internet():
     """(public address, private address, the host's own address on that link)."""
-    tag = uuid.uuid4().hex[:6]
-    ns, outer, inner = f"sk-net-{tag}", f"skp{tag}", f"skq{tag}"
-    n = int(tag[:2], 16)
-    private, own, public = f"10.204.{n}.2", f"10.204.{n}.1", f"192.88.99.{n}"
-    run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True)  # noqa: E731
-    run("ip", "netns", "add", ns)
-    server = None
-    try:
-        run("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
-        run("ip", "link", "set", inner, "netns", ns)
-        run("ip", "addr", "add", f"{own}/30", "dev", outer)
-        run("ip", "link", "set", outer, "up")
-        for cmd in (["addr", "add", f"{private}/30", "dev", inner], ["addr", "add", f"{public}/32", "dev", inner],
-                    ["link", "set", inner, "up"]):
-            run("ip", "netns", "exec", ns, "ip", *cmd)
-        run("ip", "route", "add", f"{public}/32", "via", private)
-        server = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SERVER])
-        wait_until(lambda: _reachable(public), 10)
-        yield public, private, own
-    finally:
-        if server:
-            server.kill()
-            server.wait()
-        subprocess.run(["ip", "link", "del", outer], capture_output=True)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-
-
-def _reachable(address):
-    try:
-        socket.create_connection((address, 8080), 1).close()
-        return True
-    except OSError:
-        return False
+    host = TestHost(SERVER)
+    yield host.public, host.private, host.own
+    host.close()
 
 
 class Canary:
@@ -309,3 +276,41 @@ def test_the_proxy_holds_wherever_the_notebook_lives(flavor, where, internet):
     finally:
         canary.close()
         k.shutdown()
+
+
+def test_a_proxy_that_ended_is_said_and_the_sandbox_stays_closed(internet):
+    k = _kernel("root", internet, ["public.test.example:8080"])
+    try:
+        proxies = _proxy_processes(k)
+        assert len(proxies) == 1, proxies
+        os.kill(proxies[0], signal.SIGKILL)
+        assert wait_until(lambda: not _proxy_processes_alive(proxies), 10)
+        status = k.run("%sandbox").stdout
+        assert "network:         private namespace, loopback only: no route out (the proxy has ended; restart the kernel)" in status, status
+        r = k.run("curl -sS -m 5 http://public.test.example:8080/ 2>&1")
+        assert "GET" not in r.stdout and "Failed to connect" in r.stdout, r.stdout
+    finally:
+        k.shutdown()
+
+
+def test_the_kernel_serves_nothing_but_a_tcp_listener_on_the_planned_port():
+    # (The sandbox's first process passes it before any cell runs; it is checked all the same.)
+    from sandbox_kernel.egress import Egress
+
+    def listener(port, kind=socket.SOCK_STREAM, listen=True):
+        s = socket.socket(socket.AF_INET, kind)
+        s.bind(("127.0.0.1", port))
+        if listen:
+            s.listen()
+        return s.detach()
+
+    free = socket.create_server(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    for fd, why in [(os.open("/dev/null", os.O_RDONLY), "the sandbox passed no socket (Socket operation on non-socket)"),
+                    (listener(port, listen=False), f"the sandbox passed no TCP socket listening on 127.0.0.1:{port}"),
+                    (listener(port, kind=socket.SOCK_DGRAM, listen=False), f"the sandbox passed no TCP socket listening on 127.0.0.1:{port}"),
+                    (listener(0), f"the sandbox passed no TCP socket listening on 127.0.0.1:{port}")]:
+        egress = Egress(log=None)
+        assert egress.start(fd, port, [], as_root=False) == why
+        assert egress.process is None and not egress.env()
