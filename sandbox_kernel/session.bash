@@ -346,9 +346,10 @@ __sk_on_int() {
 # one's state: it ends the cell as failed and goes on. Otherwise the user's EXIT trap runs.
 __sk_on_exit() { # the positional parameters where the trap runs; $? is the exit status
     __sk_tst=$?
-    # (bash's own end on an error has a status of 1 to 127; `builtin exit N` reads as one)
+    # (bash's own end on an error has a status of 1 to 127 and leaves $BASH_COMMAND the failing
+    # command; `builtin exit N`, past the function, unwinds it to the line that sourced the cell)
     [[ $__sk_in_cell && -z $__sk_exiting && $BASHPID == "$$" && $- == *e* && $__sk_script ]] &&
-        (( __sk_tst > 0 && __sk_tst < 128 )) || return 0
+        (( __sk_tst > 0 && __sk_tst < 128 )) && [[ $BASH_COMMAND != '\. "$__sk_cell"' ]] || return 0
     local __sk_opts=$- __sk_set __sk_shopt
     __sk_set=$(builtin set +o) __sk_shopt=$(builtin shopt -p)
     builtin set +euvxf

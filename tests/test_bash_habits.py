@@ -173,6 +173,16 @@ def test_exit_still_ends_the_session(new_kernel, tmp_path):
     assert (r.ename, r.evalue) == ("ShellExited", f"session 'default' ended (exit status 3); the next cell starts a fresh shell in {tmp_path}")
 
 
+@pytest.mark.parametrize("cell", ["builtin exit 3", "f() { command exit 3; }; f", "\\builtin exit 3 2>/dev/null"])
+def test_exit_past_the_kernels_function_ends_the_session_under_set_e_too(new_kernel, tmp_path, cell):
+    k = new_kernel()
+    k.run("set -e; trap 'echo bye' EXIT")
+    r = k.run(cell, timeout=20)
+    assert (r.ename, r.evalue) == ("ShellExited", f"session 'default' ended (exit status 3); the next cell starts a fresh shell in {tmp_path}")
+    assert r.stdout == "bye\n"
+    assert k.run('echo "$-"').stdout.count("e") == 0
+
+
 def test_set_x_traces_only_the_users_commands(new_kernel):
     k = new_kernel()
     r = k.run("set -x\necho hi\nx=$(echo sub)")
