@@ -117,7 +117,7 @@ user-venv: system-deps venv
 	$(USER_VENV)/bin/python -m pip install -q --upgrade pip
 	$(USER_VENV)/bin/python -m pip install -q build/wheel/*.whl
 	$(USER_VENV)/bin/python -m pip install -q --no-deps --force-reinstall build/wheel/*.whl  # the same version, newer code
-	$(USER_VENV)/bin/python -m pip install -q jupyter_server  # the server-extension tests run a server as the user
+	$(USER_VENV)/bin/python -m pip install -q jupyter_server jupyter_kernel_gateway  # the server-extension and gateway tests run them as the user
 	$(USER_VENV)/bin/python -m sandbox_kernel install --sys-prefix
 
 clean:

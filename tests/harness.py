@@ -1,5 +1,6 @@
 """Driving a real sandbox kernel process through jupyter_client, and what a user would see."""
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -12,10 +13,14 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 from jupyter_client import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
 
 KERNEL_NAME = "sandbox"
 # The unprivileged flavour: a user made by the test set-up, running the package from a venv that
@@ -224,6 +229,75 @@ class Kernel:
             self.km.shutdown_kernel(now=False)
         if self._spec_base:
             shutil.rmtree(self._spec_base, ignore_errors=True)
+
+
+class JupyterAPI:
+    """The REST API and kernel websockets of a Jupyter server or a kernel gateway on a loopback
+    port, spoken to as JupyterLab (or a gateway's client) speaks to them."""
+
+    def __init__(self, port, token):
+        self.port, self.token = port, token
+
+    def api(self, method, path, body=None):
+        """(HTTP status, JSON reply) of a REST call, errors included."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/{path}", data=data, method=method,
+                                         headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as r:
+                raw = r.read()
+                return r.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            return e.code, json.loads(raw) if raw else None
+
+    def start_kernel(self, name, path=""):
+        status, model = self.api("POST", "api/kernels", {"name": name, "path": path})
+        assert status == 201, model
+        return model["id"]
+
+    def request(self, kernel_id, msg_type, content, timeout=45, interrupt_after=None):
+        """Sends one request over the kernel's websocket; a Result once the kernel is idle again.
+        interrupt_after: seconds, then the REST API's interrupt (as JupyterLab's stop button)."""
+        async def go():
+            ws = await websocket_connect(HTTPRequest(
+                f"ws://127.0.0.1:{self.port}/api/kernels/{kernel_id}/channels",
+                headers={"Authorization": f"token {self.token}"}))
+            msg_id = uuid.uuid4().hex
+            ws.write_message(json.dumps({
+                "header": {"msg_id": msg_id, "msg_type": msg_type, "username": "test", "session": uuid.uuid4().hex,
+                           "date": "", "version": "5.3"},
+                "parent_header": {}, "metadata": {}, "content": content, "channel": "shell", "buffers": []}))
+            start = time.monotonic()
+            if interrupt_after is not None:
+                asyncio.get_running_loop().call_later(interrupt_after, lambda: threading.Thread(
+                    target=self.api, args=("POST", f"api/kernels/{kernel_id}/interrupt")).start())
+            reply, idle, messages = None, False, []
+            while reply is None or not idle:
+                message = json.loads(await ws.read_message())
+                if message["parent_header"].get("msg_id") != msg_id:
+                    continue
+                if message["msg_type"] == msg_type.replace("_request", "_reply"):
+                    reply = message
+                elif message["msg_type"] == "status":
+                    idle = message["content"]["execution_state"] == "idle"
+                else:
+                    messages.append((time.monotonic() - start, message["msg_type"], message["content"]))
+            ws.close()
+            return Result(reply["content"], reply["metadata"], messages, time.monotonic() - start, [], interrupt_after)
+
+        return asyncio.run(asyncio.wait_for(go(), timeout))
+
+    def run(self, kernel_id, code, timeout=45, interrupt_after=None):
+        return self.request(kernel_id, "execute_request", {"code": code, "silent": False, "store_history": False,
+                                                           "user_expressions": {}, "allow_stdin": False},
+                            timeout, interrupt_after)
+
+    def run_cell(self, kernel_id, code):
+        """A cell that must succeed; its output (stdout and stderr)."""
+        r = self.run(kernel_id, code)
+        assert r.status == "ok", (code, r.reply, r.stdout, r.stderr)
+        return r.text("stdout") + r.text("stderr")
 
 
 def processes_named(fragment):

@@ -5,23 +5,17 @@ would, and starts the stock python3 kernel there. The host files stay as they we
 as root and as an unprivileged user (from the user venv `make test` builds), each with files of
 its own user to lose."""
 
-import asyncio
 import json
 import os
 import secrets
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
-from tornado.httpclient import HTTPRequest
-from tornado.websocket import websocket_connect
 
-from harness import TEST_USER, USER_VENV_PYTHON, ensure_test_user, free_port, stop_server, user_dir, wait_until
+from harness import TEST_USER, USER_VENV_PYTHON, JupyterAPI, ensure_test_user, free_port, stop_server, user_dir, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,7 +36,7 @@ def give(flavor, *paths):
             os.chown(path, user.pw_uid, user.pw_gid)
 
 
-class Server:
+class Server(JupyterAPI):
     """`jupyter server` on a free loopback port, with config, data, runtime and HOME of its own
     (the package's server config and kernelspecs are still found under sys.prefix), run as root
     from the test's venv or as the test user from the user venv."""
@@ -55,8 +49,7 @@ class Server:
         for d in [self.root, *dirs.values()]:
             d.mkdir()
             give(flavor, d)
-        self.port = free_port()
-        self.token = secrets.token_hex(16)
+        super().__init__(free_port(), secrets.token_hex(16))
         env = dict(os.environ, JUPYTER_CONFIG_DIR=str(dirs["config"]), JUPYTER_DATA_DIR=str(dirs["data"]),
                    JUPYTER_RUNTIME_DIR=str(dirs["runtime"]), HOME=str(dirs["home"]))
         env.pop("PYTHONSAFEPATH", None)
@@ -79,58 +72,6 @@ class Server:
             return self.api("GET", "api/status")[0] == 200
         except OSError:
             return False
-
-    def api(self, method, path, body=None):
-        """(HTTP status, JSON reply) of a REST call, errors included."""
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/{path}", data=data, method=method,
-                                         headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=30) as r:
-                raw = r.read()
-                return r.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as e:
-            raw = e.read()
-            return e.code, json.loads(raw) if raw else None
-
-    def start_kernel(self, name, path=""):
-        status, model = self.api("POST", "api/kernels", {"name": name, "path": path})
-        assert status == 201, model
-        return model["id"]
-
-    def request(self, kernel_id, msg_type, content, timeout=45):
-        """Sends one request over the kernel's websocket, as JupyterLab does; (reply content,
-        stdout) once the kernel is idle again."""
-        async def go():
-            ws = await websocket_connect(HTTPRequest(
-                f"ws://127.0.0.1:{self.port}/api/kernels/{kernel_id}/channels",
-                headers={"Authorization": f"token {self.token}"}))
-            msg_id = uuid.uuid4().hex
-            ws.write_message(json.dumps({
-                "header": {"msg_id": msg_id, "msg_type": msg_type, "username": "test", "session": uuid.uuid4().hex,
-                           "date": "", "version": "5.3"},
-                "parent_header": {}, "metadata": {}, "content": content, "channel": "shell", "buffers": []}))
-            reply, idle, out = None, False, ""
-            while reply is None or not idle:
-                message = json.loads(await ws.read_message())
-                if message["parent_header"].get("msg_id") != msg_id:
-                    continue
-                if message["msg_type"] == msg_type.replace("_request", "_reply"):
-                    reply = message["content"]
-                elif message["msg_type"] == "status":
-                    idle = message["content"]["execution_state"] == "idle"
-                elif message["msg_type"] == "stream":
-                    out += message["content"]["text"]
-            ws.close()
-            return reply, out
-
-        return asyncio.run(asyncio.wait_for(go(), timeout))
-
-    def run_cell(self, kernel_id, code):
-        reply, out = self.request(kernel_id, "execute_request", {"code": code, "silent": False, "store_history": False,
-                                                                 "user_expressions": {}, "allow_stdin": False})
-        assert reply["status"] == "ok", (code, reply, out)
-        return out
 
     def stop(self):
         stop_server(self.proc, self.log)
@@ -250,11 +191,10 @@ def test_a_module_planted_in_the_notebook_directory_does_not_run_in_a_python_ker
                              "from ipykernel import kernelapp\nkernelapp.launch_new_instance()\nEOF")
     kernel = server.start_kernel("python3", "planted")
     try:
-        reply, out = server.request(kernel, "execute_request", {"code": "import os, sys; print(os.getcwd(), sys.flags.safe_path, {'', '.', os.getcwd()} & set(sys.path))",
-                                                                "silent": False, "store_history": False, "user_expressions": {},
-                                                                "allow_stdin": False})
+        r = server.run(kernel, "import os, sys; print(os.getcwd(), sys.flags.safe_path, {'', '.', os.getcwd()} & set(sys.path))")
     finally:
         server.api("DELETE", f"api/kernels/{kernel}")
-    assert reply["status"] == "ok" and not marker.exists()
+    out = r.stdout
+    assert r.status == "ok" and not marker.exists()
     # Its cwd is the notebook's directory, which is not on its sys.path (IPython >= 9.7 keeps it off too).
     assert out == f"{server.root / 'planted'} True set()\n"
