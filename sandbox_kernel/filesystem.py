@@ -9,8 +9,11 @@ applies the steps in this order, then checks every claim from inside before the 
 | /dev                                          | a /dev of its own: null zero full random urandom | private_dev    |
 |                                               | tty, ptmx on a devpts of its own, shm, fd, std*  |                |
 | /tmp, /var/tmp                                | private: empty, writable, gone with the kernel   | private_tmpfs  |
-| HOME                                          | private: empty, writable; the entries named in   | private_tmpfs  |
+| HOME (the account's, when HOME is not set)    | private: empty, writable; the entries named in   | private_tmpfs  |
 |                                               | Sandbox.home_shared read-only                    | attach (ro)    |
+| a directory the sandbox's uid cannot search,  | private: empty, writable (its contents were out  | private_tmpfs  |
+| above the notebook directory or the kernel's  | of reach anyway), so that what lies below can be |                |
+| Python                                        | attached                                         |                |
 | the notebook directory, when it can be shared | read-write, files stored as its owner's          | attach         |
 | the notebook directory, when it cannot        | what the rows above give its path (nothing more) |                |
 | the kernel's package and Python, if covered   | read-only                                        | attach (ro)    |
@@ -77,7 +80,7 @@ def protected(home):
 
 def hidden(uid, env):
     """What the sandbox must never see (nor write), as Jupyter and the session manager name it."""
-    ipython = env.get("IPYTHONDIR") or os.path.join(env.get("HOME", "/"), ".ipython")
+    ipython = env.get("IPYTHONDIR") or os.path.join(home_of(uid, env) or "/", ".ipython")
     paths = [jupyter_runtime_dir(), *jupyter_config_path(), *jupyter_path(), ipython, f"/run/user/{uid}",
              env.get("XDG_RUNTIME_DIR", "")]
     return sorted({_real(p) for p in paths if p and _real(p) != "/"})
@@ -126,17 +129,47 @@ def git_protected(workspace):
     return found
 
 
-def plan(*, uid, env, workspace, connection_file, kept, home_shared):
+def home_of(uid, env):
+    """HOME, or where the account's entry puts it when HOME is not set (as ~ does): a gateway
+    may start the kernel with little more than PATH."""
+    home = env.get("HOME")
+    if not home:
+        try:
+            home = pwd.getpwuid(uid).pw_dir
+        except KeyError:
+            return ""
+    home = _real(home)
+    return home if home != "/" and os.path.isdir(home) else ""
+
+
+def unsearchable_above(paths, searchable, private):
+    """The highest directories above paths that the sandbox's uid cannot search, and that no
+    private directory holds already."""
+    found = []
+    for path in paths:
+        parts = path.strip("/").split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/" + "/".join(parts[:i])
+            if any(inside(d, p) for p in private + found):
+                break
+            if not searchable(d):
+                found.append(d)
+                break
+    return sorted(set(found))
+
+
+def plan(*, uid, env, workspace, connection_file, kept, home_shared, searchable):
     """The filesystem steps, in order, and what they claim (for %sandbox and the check inside).
 
     workspace: the notebook directory; kept: the kernel's own package and Python, which must stay
-    readable; home_shared: names below HOME to show read-only."""
-    home = _real(env.get("HOME") or "/")
-    home = home if home != "/" and os.path.isdir(home) else ""
+    readable; home_shared: names below HOME to show read-only; searchable(directory): whether the
+    sandbox's uid outside may search it."""
+    home = home_of(uid, env)
     workspace = _real(workspace)
     hidden_paths = hidden(uid, env)
     private = [*PRIVATE, *([home] if home else [])]
     kept = sorted({_real(d) for d in kept if os.path.isdir(d)})
+    private = sorted(private + unsearchable_above([workspace, *kept], searchable, private))
     reason = why_not_shared(workspace, home, hidden_paths, kept)
     shared = [] if reason else [workspace]
     # Attached after the private tmpfs (or over the shared directory), in this order.

@@ -255,7 +255,8 @@ class Sandbox(LoggingConfigurable):
         namespaces = ["user", "mount", "pid", "ipc", "uts", "cgroup"] + ([] if host else ["net"])
         egress = shutil.which("slirp4netns") if network == "private" else None
         files = filesystem.plan(uid=uid, env=os.environ, workspace=workspace, connection_file=connection_file,
-                                kept=[str(Path(__file__).parent), sys.prefix, sys.base_prefix], home_shared=self.home_shared)
+                                kept=[str(Path(__file__).parent), sys.prefix, sys.base_prefix], home_shared=self.home_shared,
+                                searchable=_searchable_by_others if as_root else _searchable)
         steps = [
             ["make_mounts_private"],
             ["mount_proc"],
@@ -618,6 +619,20 @@ class Sandbox(LoggingConfigurable):
                 self._process.kill()
                 self._process.wait()
             self._process = None
+
+
+def _searchable(directory):
+    """For a kernel run by a user: the sandbox has this process's uid and groups."""
+    return os.access(directory, os.X_OK)
+
+
+def _searchable_by_others(directory):
+    """For a kernel run as root: the sandbox's uid outside owns nothing and has no groups, so only
+    the bits for others count (a directory that an ACL opens to it is made private all the same)."""
+    try:
+        return bool(os.stat(directory).st_mode & 0o001)
+    except OSError:
+        return False
 
 
 def _receive_with_fds(sock, maxfds=4):

@@ -58,11 +58,12 @@ class HostHome:
     """A HOME with real dotfiles, credentials and Jupyter's dirs, a git repository in ~/project,
     and host sockets (tmux, ssh-agent, a bus in XDG_RUNTIME_DIR) and a pty, held by the test."""
 
-    def __init__(self, flavor):
+    def __init__(self, flavor, path=None):
+        """path: an empty directory to lay it out in (one the test made the account's home)."""
         self.flavor = flavor
         self.owner = _owner(flavor)
         self.secret = f"s3cret-{secrets.token_hex(8)}"
-        self.path = tempfile.mkdtemp(prefix=f"sk-{flavor}-home-", dir="/home")
+        self.path = path or tempfile.mkdtemp(prefix=f"sk-{flavor}-home-", dir="/home")
         os.chmod(self.path, 0o700)
         for rel, secret in HOME_FILES:
             full = os.path.join(self.path, rel)
@@ -71,6 +72,13 @@ class HostHome:
                 f.write(f"token = {self.secret}\n" if secret else "# the user's own\n")
         self.project = os.path.join(self.path, "project")
         os.makedirs(self.project)
+        # A project outside HOME in a directory only its owner may search (a root's /srv/data):
+        # the sandbox's uid outside, as root, cannot.
+        self.closed = tempfile.mkdtemp(prefix=f"sk-{flavor}-closed-", dir="/srv")
+        self.closed_project = os.path.join(self.closed, "project")
+        os.makedirs(self.closed_project)
+        for d in (self.closed, self.closed_project):
+            os.chown(d, self.owner.pw_uid, self.owner.pw_gid)
         subprocess.run(["git", "init", "-q", self.project], check=True)
         with open(os.path.join(self.project, "notebook.ipynb"), "w") as f:
             f.write("{}\n")
@@ -142,6 +150,7 @@ class HostHome:
             shutil.rmtree(self.xdg, ignore_errors=True)
         shutil.rmtree(self.agent_dir, ignore_errors=True)
         shutil.rmtree(self.path, ignore_errors=True)
+        shutil.rmtree(self.closed, ignore_errors=True)
 
 
 def _wait_for(path, seconds=10):
@@ -169,6 +178,7 @@ LAYOUTS = {
     "/": (lambda home, flavor: "/", False),
     "the venv's directory": (lambda home, flavor: _venv_holder(flavor), True),
     "the runtime dir's parent": (lambda home, flavor: os.path.join(home.path, ".local", "share"), False),
+    "a directory only its owner may search": (lambda home, flavor: home.closed_project, True),
 }
 
 
