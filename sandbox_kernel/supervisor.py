@@ -363,7 +363,7 @@ def _start_egress(slirp4netns, pid, alive_fd, as_root):
              *(["--enable-sandbox"] if as_root else []), "--exit-fd", str(alive_fd),
              "--ready-fd", str(ready_w), str(pid), "tap0"],
             pass_fds=(alive_fd, ready_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_mounts_of_its_own if as_root else None,
         )
     except OSError as e:
         return f"{slirp4netns}: {e.strerror}"
@@ -378,6 +378,15 @@ def _start_egress(slirp4netns, pid, alive_fd, as_root):
     helper.kill()
     error = helper.communicate()[1].decode(errors="replace").strip().splitlines()
     return f"slirp4netns failed: {error[-1] if error else 'no reason given'}"
+
+
+def _mounts_of_its_own():
+    """slirp4netns's sandbox makes / private but not what lies below it, then detaches the old
+    root: from the host's mount namespace that unmounts, on the host, every mount whose parent is
+    shared (an `ip netns add` handle, and more where systemd makes every mount shared). It starts
+    in a mount namespace of its own, where every mount is private."""
+    isolation.unshare(["mount"])
+    isolation.make_mounts_private()
 
 
 def _idmap_userns(maps):

@@ -16,6 +16,8 @@ import uuid
 
 import pytest
 
+from sandbox_kernel.sandbox import SUPERVISOR
+
 from harness import (TEST_USER, USER_VENV_PYTHON, Kernel, TestHost, ensure_test_user, process_tree, processes_named, still_running,
                      user_dir, wait_until)
 
@@ -827,3 +829,57 @@ def test_a_connection_file_in_a_visible_runtime_dir_is_masked_with_it(tmp_path):
     finally:
         k.shutdown()
         shutil.rmtree(runtime)
+
+
+def _mount_points():
+    with open("/proc/self/mountinfo") as f:
+        return sorted(line.split()[4] for line in f)
+
+
+@pytest.fixture
+def netns_handle():
+    """An `ip netns add` handle: a mount below a shared mount in /run/netns (systemd makes every
+    mount shared), which slirp4netns's own sandbox unmounts on the host when it starts there."""
+    name = f"sk-mounts-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    assert f"/run/netns/{name}" in _mount_points()
+    yield name
+    subprocess.run(["ip", "netns", "delete", name])
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_starting_and_stopping_a_kernel_leaves_the_hosts_mounts_as_they_were(flavor, tmp_path, netns_handle):
+    before = _mount_points()
+    workspace = user_dir("sk-ws-") if flavor == "user" else str(tmp_path)
+    k = Kernel(workspace, flavor=flavor)
+    try:
+        assert "isolated" in k.run("%sandbox").stdout.splitlines()[0]
+        assert any(p in process_tree(k.pid) for p in processes_named("slirp4netns")) == _tun_usable(flavor)
+        assert _mount_points() == before
+    finally:
+        k.shutdown()
+    assert _mount_points() == before
+
+
+def test_the_egress_helper_starts_in_a_mount_namespace_of_its_own(netns_handle):
+    # The supervisor's own start of slirp4netns, for a network namespace of the test's: in the
+    # kernel the sandbox's namespaces happen to shield the host on some machines, not on all.
+    before = _mount_points()
+    sys.path.insert(0, os.path.dirname(SUPERVISOR))
+    try:
+        import isolation
+        import supervisor
+    finally:
+        sys.path.pop(0)
+    supervisor.isolation = isolation  # the supervisor imports it when run as a script
+    target = subprocess.Popen(["unshare", "--user", "--map-root-user", "--net", "--mount", "sleep", "30"])
+    alive_r, alive_w = os.pipe()
+    try:
+        assert wait_until(lambda: os.readlink(f"/proc/{target.pid}/ns/net") != os.readlink("/proc/self/ns/net"), 5)
+        assert supervisor._start_egress(shutil.which("slirp4netns"), target.pid, alive_r, True) == "ok"
+        assert _mount_points() == before
+    finally:
+        os.close(alive_w)
+        os.close(alive_r)
+        target.kill()
+        target.wait()
