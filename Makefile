@@ -7,6 +7,8 @@ PYTHON := $(VENV)/bin/python
 # The isolation tests also run the kernel as an unprivileged user, who cannot reach every path
 # (a checkout under /root, pyenv's python): the package goes into a venv of Debian's python3.
 USER_VENV := /opt/sandbox-kernel-tests/venv
+# Enterprise Gateway, which the gateway tests run, pins jupyter_client < 7 and jupyter_server < 2.
+EG_VENV := /opt/sandbox-kernel-tests/eg-venv
 # python3-pip: the packages-install test runs Debian's pip inside the sandbox.
 # git, tmux and ssh-agent (openssh-client): the layout tests put a repository, a tmux server and an
 # agent beside the kernel, as a user's machine has them.
@@ -18,12 +20,12 @@ DEBIAN_PACKAGES := bash coreutils procps util-linux iproute2 slirp4netns python3
 EXT := jupyter_extension
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-prerequisites bench bench-peers lab dist screenshot system-deps node venv user-venv lab-extension vm-kernel clean
+.PHONY: demo test test-prerequisites bench bench-peers lab dist screenshot system-deps node venv user-venv eg-venv lab-extension vm-kernel clean
 
 demo: venv
 	$(PYTHON) notebooks/execute_and_print.py notebooks/quickstart.ipynb
 
-test: test-prerequisites venv user-venv bench-peers vm-kernel
+test: test-prerequisites venv user-venv eg-venv bench-peers vm-kernel
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 # The tests run kernels as root and as a user they create, and install Debian packages.
@@ -115,10 +117,14 @@ user-venv: system-deps venv
 	$(PYTHON) -m pip wheel -q --no-deps --no-build-isolation -w build/wheel .
 	test -x $(USER_VENV)/bin/python || /usr/bin/python3 -m venv $(USER_VENV)
 	$(USER_VENV)/bin/python -m pip install -q --upgrade pip
-	$(USER_VENV)/bin/python -m pip install -q build/wheel/*.whl
+	$(USER_VENV)/bin/python -m pip install -q "$$(echo build/wheel/*.whl)[gateway]"
 	$(USER_VENV)/bin/python -m pip install -q --no-deps --force-reinstall build/wheel/*.whl  # the same version, newer code
 	$(USER_VENV)/bin/python -m pip install -q jupyter_server jupyter_kernel_gateway  # the server-extension and gateway tests run them as the user
 	$(USER_VENV)/bin/python -m sandbox_kernel install --sys-prefix
+
+eg-venv: system-deps
+	test -x $(EG_VENV)/bin/python || /usr/bin/python3 -m venv $(EG_VENV)
+	$(EG_VENV)/bin/python -m pip install -q 'jupyter_enterprise_gateway==3.3.0'
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info $(EXT)/node_modules $(EXT)/lib $(EXT)/labextension

@@ -12,6 +12,16 @@ from pathlib import Path
 from jupyter_client.kernelspec import KernelSpecManager
 
 KERNEL_NAME = "sandbox"
+# For Enterprise Gateway: its DistributedProcessProxy runs the argv on one of its remote hosts
+# (over SSH, or at once on its own host), with the launcher's part of the contract filled in.
+GATEWAY_KERNEL_NAME = "sandbox_distributed"
+GATEWAY_SPEC = {
+    "display_name": "Bash (sandbox, distributed)",
+    "argv": ["{python}", "-P", "-m", "sandbox_kernel", "launch", "--kernel-id", "{kernel_id}",
+             "--response-address", "{response_address}", "--public-key", "{public_key}", "--port-range", "{port_range}"],
+    "metadata": {"debugger": False, "process_proxy": {
+        "class_name": "enterprise_gateway.services.processproxies.distributed.DistributedProcessProxy"}},
+}
 
 
 def _kernelspec_dir():
@@ -24,6 +34,9 @@ def _kernelspec_dir():
 
 def main(argv):
     parser = argparse.ArgumentParser(prog="python -m sandbox_kernel install", description="Install the 'sandbox' kernelspec.")
+    parser.add_argument("--enterprise-gateway", action="store_true",
+                        help=f"install {GATEWAY_KERNEL_NAME!r} instead: the kernel on Enterprise Gateway's remote hosts "
+                        "(its DistributedProcessProxy), started there by `python -m sandbox_kernel launch`")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true", help="for this user (~/.local/share/jupyter)")
     where.add_argument("--sys-prefix", action="store_true", help="into this Python's prefix (a virtualenv)")
@@ -39,6 +52,10 @@ def main(argv):
             if item.name.endswith((".png", ".svg")):
                 shutil.copyfile(item, Path(tmp, item.name))
         spec = json.loads((source / "kernel.json").read_text())
+        name = KERNEL_NAME
+        if args.enterprise_gateway:
+            spec.update(GATEWAY_SPEC)
+            name = GATEWAY_KERNEL_NAME
         spec["argv"] = [sys.executable if a == "{python}" else a for a in spec["argv"]]
         Path(tmp, "kernel.json").write_text(json.dumps(spec, indent=1) + "\n")
         # Readable by every user: install_kernel_spec copies the modes (the temporary directory's
@@ -48,8 +65,8 @@ def main(argv):
             item.chmod(0o644)
         umask = os.umask(0o022)
         try:
-            dest = KernelSpecManager().install_kernel_spec(tmp, KERNEL_NAME, user=args.user, prefix=prefix)
+            dest = KernelSpecManager().install_kernel_spec(tmp, name, user=args.user, prefix=prefix)
         finally:
             os.umask(umask)
-    print(f"installed kernelspec {KERNEL_NAME!r} in {dest}")
+    print(f"installed kernelspec {name!r} in {dest}")
     return 0

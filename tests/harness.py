@@ -251,8 +251,9 @@ class JupyterAPI:
             raw = e.read()
             return e.code, json.loads(raw) if raw else None
 
-    def start_kernel(self, name, path=""):
-        status, model = self.api("POST", "api/kernels", {"name": name, "path": path})
+    def start_kernel(self, name, path="", env=None):
+        """env: what a gateway client sends along (JupyterLab sends KERNEL_USERNAME)."""
+        status, model = self.api("POST", "api/kernels", {"name": name, "path": path, **({"env": env} if env else {})})
         assert status == 201, model
         return model["id"]
 
