@@ -18,7 +18,6 @@ dropped rather than waited on when the kernel is slow.
 import asyncio
 import concurrent.futures.thread  # noqa: F401  (asyncio's resolver threads, and
 import encodings.idna  # noqa: F401  the codec of host names: loaded before the uid changes)
-import errno
 import json
 import os
 import re
@@ -113,7 +112,7 @@ class Proxy:
             raise Refused(502, f"{host}: cannot resolve ({why})") from None
         refused = {}
         for address in dict.fromkeys(found):
-            why = network_policy.refusal(address, by_name) or ("the host's own address" if _is_own(address) else None)
+            why = network_policy.refusal(address, by_name) or ("the host's own address" if network_policy.is_own(address) else None)
             if why:
                 refused[address] = why
                 continue
@@ -145,18 +144,6 @@ def _split_authority(text, default=None):
     if not (port.isascii() and port.isdigit()):
         raise Refused(400, f"{text[:100]!r} has no port")
     return host, int(port)
-
-
-def _is_own(address):
-    """Whether the address is one of this host's (it can be bound here): through it a cell would
-    reach every service of the host that listens on all addresses."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((address, 0))
-        except OSError as e:
-            return e.errno != errno.EADDRNOTAVAIL  # anything but "not ours": count it as ours
-        return True
 
 
 def _answer(writer, status, why):

@@ -46,6 +46,8 @@ SYS = {
     "landlock_create_ruleset": 444,
     "landlock_add_rule": 445,
     "landlock_restrict_self": 446,
+    "seccomp": {"x86_64": 317, "aarch64": 277}.get(platform.machine()),
+    "pidfd_getfd": 438,
 }
 LANDLOCK_CREATE_RULESET_VERSION, LANDLOCK_ACCESS_NET_BIND_TCP, LANDLOCK_RULE_NET_PORT = 1, 1, 2
 LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET, LANDLOCK_SCOPE_SIGNAL = 1, 2
@@ -61,6 +63,9 @@ FILTERABLE_SYSCALLS = {
 }
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, SECCOMP_RET_USER_NOTIF = 1, 8, 0x7FC00000
+# Calls that send to an address a process names: (x86_64, aarch64) numbers.
+SENDING_CALLS = {"connect": (42, 203), "sendto": (44, 206), "sendmsg": (46, 211), "sendmmsg": (307, 269)}
 
 
 class IsolationError(Exception):
@@ -461,6 +466,52 @@ def filter_syscalls(names, host_network=False):
     _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.create_string_buffer(fprog), 0, 0),
            "install the seccomp filter")
 
+
+
+def take_fd(pid, number):
+    """A copy of another process's fd (pidfd_getfd), close-on-exec."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        return _check(_syscall("pidfd_getfd", pidfd, number, 0), "take the seccomp listener")
+    finally:
+        os.close(pidfd)
+
+
+def sending_calls():
+    """The numbers of SENDING_CALLS on this machine."""
+    return {name: numbers[0 if platform.machine() == "x86_64" else 1] for name, numbers in SENDING_CALLS.items()}
+
+
+def hold_sends_for_review():
+    """A seccomp filter on this process and what it runs: every connect, sendmsg, sendmmsg and
+    sendto to an address waits for the answer of whoever holds the returned listener fd
+    (egress_guard.py); io_uring, which would go round it, and other ABIs fail with EPERM. Sets
+    no_new_privs (a filter needs it; this process keeps its capabilities)."""
+    machine = platform.machine()
+    if machine not in AUDIT_ARCH:
+        raise IsolationError(f"hold sends for review: no table for {machine}")
+    column = 0 if machine == "x86_64" else 1
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    allow, refuse = 0x7FFF0000, 0x00050000 | errno.EPERM
+    calls = sending_calls()
+    program = [(ld, 4, None, None), (jeq, AUDIT_ARCH[machine], None, "refuse"), (ld, 0, None, None)]
+    if machine == "x86_64":
+        program.append((jge, 0x40000000, "refuse", None))
+    program += [(jeq, FILTERABLE_SYSCALLS[n][column], "refuse", None) for n in ("io_uring_setup", "io_uring_enter", "io_uring_register")]
+    program += [(jeq, calls["sendto"], "sendto", None)]
+    program += [(jeq, calls[n], "hold", None) for n in ("connect", "sendmsg", "sendmmsg")]
+    program += [(ret, allow, None, None),
+                # sendto's address (argument 4) is NULL for send() on a connected socket: no review.
+                "sendto:", (ld, 16 + 8 * 4, None, None), (jeq, 0, None, "hold"), (ld, 16 + 8 * 4 + 4, None, None),
+                (jeq, 0, "allow", "hold"),
+                "allow:", (ret, allow, None, None), "refuse:", (ret, refuse, None, None),
+                "hold:", (ret, SECCOMP_RET_USER_NOTIF, None, None)]
+    code, length = _bpf(program)
+    filters = ctypes.create_string_buffer(code)
+    fprog = ctypes.create_string_buffer(struct.pack("HxxxxxxP", length, ctypes.addressof(filters)))
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "hold sends for review: no_new_privs")
+    return _check(_syscall("seccomp", SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, fprog),
+                  "hold sends for review: install the seccomp filter")
 
 # -- cgroups (set up from outside, as they need the rights of the kernel's user) ------------------
 

@@ -1,6 +1,7 @@
-"""Where the sandbox may connect with Sandbox.network=proxy: the entries of Sandbox.allowed_hosts,
-and the addresses no entry can open. Pure functions; standard library only (egress_proxy.py, a
-process of its own started with `python -I -S`, imports it).
+"""Where the sandbox may connect. With Sandbox.network=proxy: the entries of Sandbox.allowed_hosts,
+and the addresses no entry can open. With Sandbox.network=private: what slirp4netns may not send
+to for it (outbound_refusal). Standard library only: egress_proxy.py and the supervisor, processes
+of their own started with `python -I -S`, import it.
 
 An entry names a host and, after a colon, a port (`*`: any; without one, http:// requests to port
 80 and tunnels (CONNECT) to port 443):
@@ -12,6 +13,7 @@ only through an entry that is an address or a network.
 """
 
 import dataclasses
+import errno
 import ipaddress
 import re
 import socket
@@ -145,19 +147,48 @@ def allowing(entries, host, port, tunnel):
     return next((e for e in entries if e.matches(host, port, tunnel)), None)
 
 
-def refusal(address, by_name):
-    """Why the proxy may not connect to this address (None: it may). A name resolves to public
-    addresses only; an address entry may open a private one, never the host's own."""
+def _leads_to(address):
+    """Where an IPv6 address leads to an IPv4 one (mapped, NAT64, 6to4), that one."""
     address = ipaddress.ip_address(address)
     if address.version == 6:
-        # Where an IPv6 address leads to an IPv4 one (mapped, NAT64, 6to4), that one counts.
         if address in NAT64:
-            address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-        else:
-            address = address.ipv4_mapped or address.sixtofour or address
-    for why, test in NEVER:
-        if test(address):
-            return why
-    if by_name and not address.is_global:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        return address.ipv4_mapped or address.sixtofour or address
+    return address
+
+
+def _never(address):
+    return next((why for why, test in NEVER if test(address)), None)
+
+
+def refusal(address, by_name):
+    """Why the proxy may not connect to this address (None: it may). A name resolves to public
+    addresses only; an address entry may open a private one, never the host's own (is_own)."""
+    address = _leads_to(address)
+    why = _never(address)
+    if why is None and by_name and not address.is_global:
         return "private"
-    return None
+    return why
+
+
+def outbound_refusal(address, port, resolvers):
+    """Why slirp4netns may not send to address:port for the sandbox (Sandbox.network=private),
+    None if it may: as any machine on the network, nothing of the host's own and nothing only the
+    host may reach, but its DNS servers (resolvers) on port 53, where it forwards the sandbox's
+    queries (127.0.0.53 on a host with systemd-resolved)."""
+    address = _leads_to(address)
+    if port == 53 and address in resolvers:
+        return None
+    return _never(address) or ("the host's own address" if is_own(str(address)) else None)
+
+
+def is_own(address):
+    """Whether the address is one of this host's (it can be bound here): through it a cell would
+    reach every service of the host that listens on all addresses."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((address, 0))
+        except OSError as e:
+            return e.errno != errno.EADDRNOTAVAIL  # anything but "not ours": count it as ours
+        return True

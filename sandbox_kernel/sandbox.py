@@ -349,7 +349,7 @@ class Sandbox(LoggingConfigurable):
         if plan["network"] == "proxy":
             network = self._proxied()
         elif plan["network"] == "private" and self.egress == "ok":
-            network = "private namespace; outbound through slirp4netns (NAT, the host's loopback unreachable)"
+            network = "private namespace; outbound through slirp4netns (NAT; the host's own addresses, loopback and link-local unreachable)"
         elif plan["network"] == "private":
             why = self.egress if plan["egress"] else "slirp4netns is not installed: apt-get install slirp4netns"
             network = (f"private namespace, loopback only: no route out ({why}); "

@@ -29,6 +29,7 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
 
 PR_SET_CHILD_SUBREAPER = 36
 SESSION_FDS = 5  # stdout, stderr, script, data, control -> 1, 2, 3, 4, 5 in bash
@@ -323,13 +324,14 @@ def enter_sandbox(plan, control):
         _wait_and_exit(b, keep=[alive_w])
     sync_a.close()
     os.close(alive_w)
+    guard = None
     try:
         if sync.recv(64) != b"unshared":
             _wait_and_exit(a, keep=[])
         isolation.write_id_maps(a, plan["uid_map"], plan["gid_map"])
         fds = [isolation.idmapped_tree(path, _idmap_userns(plan["workspace_idmap"])) if path == plan["shared"]
                else isolation.clone_tree(path) for path in _taken_outside(plan)]
-        egress = _start_egress(plan["egress"], a, alive_r, plan["as_root"]) if plan["egress"] else "not asked for"
+        egress, guard = _start_egress(plan["egress"], a, alive_r, plan["as_root"]) if plan["egress"] else ("not asked for", None)
         limits = plan["limits"]
         cgroups, holds, errors = isolation.limit_with_cgroups(a, f"sandbox-kernel-{os.getpid()}", limits["memory_bytes"],
                                                               limits["cpu_percent"], limits["max_processes"])
@@ -342,7 +344,7 @@ def enter_sandbox(plan, control):
         control.send(json.dumps({"ev": "failed", "error": _reason(e, "outside the sandbox")}).encode())
         os.kill(a, signal.SIGKILL)
         cgroups = []
-    _wait_and_exit(a, keep=[], then=lambda: isolation.remove_cgroups(cgroups))
+    _wait_and_exit(a, keep=[guard] if guard is not None else [], then=lambda: isolation.remove_cgroups(cgroups))
 
 
 def _reason(error, where):
@@ -352,41 +354,72 @@ def _reason(error, where):
 
 def _start_egress(slirp4netns, pid, alive_fd, as_root):
     """User-mode networking for the sandbox's network namespace (the namespace of pid): NAT to
-    the outside, and no way to the host's loopback (--disable-host-loopback). It parses the
-    sandbox's packets, so it runs under its seccomp filter and, as root, in a sandbox of its own
-    (an empty root, no capabilities but CAP_NET_BIND_SERVICE; an unprivileged user's cannot be
-    made: it needs uid 0 mapped in the sandbox's user namespace). 'ok' or why not."""
+    the outside, and no way to the host itself (--disable-host-loopback, and egress_guard.py for
+    its own and link-local addresses). It parses the sandbox's packets, so it runs under its
+    seccomp filter and, as root, in a sandbox of its own (an empty root, no capabilities but
+    CAP_NET_BIND_SERVICE; an unprivileged user's cannot be made: it needs uid 0 mapped in the
+    sandbox's user namespace). 'ok' and the guard's listener fd, or why not and None."""
     ready_r, ready_w = os.pipe()
+    # The filter holds the child's sendmsg from the moment it is on, so the listener cannot be
+    # sent: the child says its pid and fd number down a pipe and waits while this process takes
+    # a copy (pidfd_getfd), in a thread, as Popen returns only at the exec.
+    told_r, told_w = os.pipe()
+    taken_r, taken_w = os.pipe()
+
+    def confine():
+        if as_root:
+            # Its sandbox makes / private but not what lies below it, then detaches the old
+            # root: from the host's mount namespace that unmounts, on the host, every mount whose
+            # parent is shared (an `ip netns add` handle, and more where systemd makes every
+            # mount shared). It starts in a mount namespace of its own, every mount private.
+            isolation.unshare(["mount"])
+            isolation.make_mounts_private()
+        os.write(told_w, struct.pack("ii", os.getpid(), isolation.hold_sends_for_review()))
+        os.read(taken_r, 1)
+
+    listener = []
+
+    def take():
+        told = os.read(told_r, 8)  # nothing if the child failed first
+        try:
+            if len(told) == 8:
+                listener.append(isolation.take_fd(*struct.unpack("ii", told)))
+        finally:
+            os.write(taken_w, b"1")
+
+    taker = threading.Thread(target=take)
+    taker.start()
     try:
         helper = subprocess.Popen(
             [slirp4netns, "--configure", "--mtu=65520", "--disable-host-loopback", "--enable-seccomp",
              *(["--enable-sandbox"] if as_root else []), "--exit-fd", str(alive_fd),
              "--ready-fd", str(ready_w), str(pid), "tap0"],
             pass_fds=(alive_fd, ready_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            start_new_session=True, preexec_fn=_mounts_of_its_own if as_root else None,
+            start_new_session=True, preexec_fn=confine,
         )
-    except OSError as e:
-        return f"{slirp4netns}: {e.strerror}"
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"{slirp4netns}: {getattr(e, 'strerror', None) or e}", None
     finally:
-        os.close(ready_w)
+        os.close(told_w)
+        taker.join()
+        for fd in (ready_w, told_r, taken_r, taken_w):
+            os.close(fd)
+    fds = listener
+    if fds:  # (it sets up the tap device through netlink: held too)
+        egress_guard.Guard(fds[0], lambda address, port: network_policy.outbound_refusal(address, port, egress_guard.resolvers()),
+                           isolation.sending_calls()).start()
     ready, _, _ = select.select([ready_r], [], [], 5)
     ok = ready and os.read(ready_r, 1) == b"1"
     os.close(ready_r)
-    if ok:
+    if ok and fds:
         helper.stderr.close()
-        return "ok"
+        return "ok", fds[0]
     helper.kill()
+    helper.wait()
+    for fd in fds:
+        os.close(fd)
     error = helper.communicate()[1].decode(errors="replace").strip().splitlines()
-    return f"slirp4netns failed: {error[-1] if error else 'no reason given'}"
-
-
-def _mounts_of_its_own():
-    """slirp4netns's sandbox makes / private but not what lies below it, then detaches the old
-    root: from the host's mount namespace that unmounts, on the host, every mount whose parent is
-    shared (an `ip netns add` handle, and more where systemd makes every mount shared). It starts
-    in a mount namespace of its own, where every mount is private."""
-    isolation.unshare(["mount"])
-    isolation.make_mounts_private()
+    return f"slirp4netns failed: {error[-1] if error else 'no reason given'}", None
 
 
 def _idmap_userns(maps):
@@ -503,6 +536,8 @@ def main():
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I leaves it out
+    import egress_guard
     import isolation
+    import network_policy
 
     main()

@@ -382,7 +382,8 @@ class TestHost:
     """A host in a network namespace of the test's own, joined to this machine by a veth pair:
     the only non-loopback addresses a test may use. `private` is its address on the link,
     `own` this machine's end of it, `public` a public-looking one (192.88.99.0/24, the retired
-    6to4 relay block, routed here to that namespace only). `server`: Python code it runs."""
+    6to4 relay block, routed here to that namespace only), `link_local` one where clouds keep
+    their metadata service (169.254.0.0/16, routed likewise). `server`: Python code it runs."""
 
     __test__ = False  # (not a test class, for pytest)
 
@@ -391,6 +392,7 @@ class TestHost:
         self.ns, self._outer, inner = f"sk-host-{tag}", f"skh{tag}", f"skn{tag}"
         n = int(tag[:2], 16)
         self.private, self.own, self.public = f"10.203.{n}.2", f"10.203.{n}.1", f"192.88.99.{n}"
+        self.link_local = f"169.254.{n}.2"
         self._server = None
         run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True)  # noqa: E731
         try:
@@ -400,9 +402,10 @@ class TestHost:
             run("ip", "addr", "add", f"{self.own}/30", "dev", self._outer)
             run("ip", "link", "set", self._outer, "up")
             for cmd in (["addr", "add", f"{self.private}/30", "dev", inner], ["addr", "add", f"{self.public}/32", "dev", inner],
-                        ["link", "set", inner, "up"]):
+                        ["addr", "add", f"{self.link_local}/32", "dev", inner], ["link", "set", inner, "up"]):
                 run("ip", "netns", "exec", self.ns, "ip", *cmd)
-            run("ip", "route", "add", f"{self.public}/32", "via", self.private)
+            for address in (self.public, self.link_local):
+                run("ip", "route", "add", f"{address}/32", "via", self.private)
             self._server = subprocess.Popen(["ip", "netns", "exec", self.ns, sys.executable, "-c", server])
             assert wait_until(lambda: _accepts(self.private, port), 10), "the test host's server did not start"
         except BaseException:

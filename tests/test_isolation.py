@@ -9,9 +9,11 @@ import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 
 import pytest
@@ -620,6 +622,138 @@ true""")
         assert r.stdout == ""
 
 
+
+class Canary:
+    """Listeners of this machine's on all its addresses, TCP and UDP, that note whoever reaches them."""
+
+    def __init__(self):
+        self.reached = []
+        self.tcp = socket.create_server(("0.0.0.0", 0))
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("0.0.0.0", 0))
+        self.port, self.udp_port = self.tcp.getsockname()[1], self.udp.getsockname()[1]
+        threading.Thread(target=self._tcp, daemon=True).start()
+        threading.Thread(target=self._udp, daemon=True).start()
+
+    def _tcp(self):
+        try:
+            for c, peer in iter(self.tcp.accept, None):
+                self.reached.append(("tcp", peer))
+                c.sendall(b"host canary\n")
+                c.close()
+        except OSError:
+            return  # closed
+
+    def _udp(self):
+        try:
+            while True:
+                _data, peer = self.udp.recvfrom(100)
+                self.reached.append(("udp", peer))
+                self.udp.sendto(b"host canary\n", peer)
+        except OSError:
+            return
+
+    def close(self):
+        self.tcp.close()
+        self.udp.close()
+
+
+@pytest.fixture
+def internet():
+    host = TestHost("import socket, threading\n"
+                    "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('0.0.0.0', 9999))\n"
+                    "threading.Thread(target=lambda: [u.sendto(b'udp ' + d, a) for d, a in iter(lambda: u.recvfrom(100), None)], daemon=True).start()\n"
+                    "s = socket.socket(); s.bind(('0.0.0.0', 8080)); s.listen()\n"
+                    "[c.sendall(b'test host\\n') or c.close() for c, _ in iter(s.accept, None)]")
+    canary = Canary()
+    yield host, canary
+    canary.close()
+    host.close()
+
+
+TRY_TO_REACH = r"""reach() {  # proto address port: print what answers
+  for i in 1 2 3; do
+    timeout 2 bash -c 'exec 3<>/dev/$1/$2/$3 && { [ $1 = tcp ] || echo ping >&3; } && head -1 <&3' _ "$@" 2>/dev/null && return
+    [ "$2" = "$4" ] || return 0  # only what should answer is tried again
+  done
+}
+"""
+
+
+def test_the_private_network_reaches_the_network_but_nothing_of_the_hosts_own(setup, internet):
+    # slirp4netns makes the sandbox's connections from the host's network: through an address of
+    # the host's own a cell would reach every service listening on all addresses (a Jupyter
+    # server run with --ip=0.0.0.0, a remote kernel's ports), and through link-local ones the
+    # cloud's metadata service. TCP and UDP, from a cell; the canaries are checked from outside.
+    kernel, _cp = setup
+    host, canary = internet
+    reachable = _tun_usable(kernel.flavor)
+    r = kernel.run(TRY_TO_REACH + f"""
+for target in "tcp {host.private} 8080" "udp {host.private} 9999" "tcp {host.public} 8080" \\
+              "tcp {host.own} {canary.port}" "udp {host.own} {canary.udp_port}" "tcp {host.link_local} 8080" "udp {host.link_local} 9999"; do
+  set -- $target; echo "$1 $2: $(reach $1 $2 $3 {host.private})"
+done""")
+    answers = {"test host", "udp ping"} if reachable else {""}
+    assert r.stdout == (f"tcp {host.private}: {'test host' if reachable else ''}\n"
+                        f"udp {host.private}: {'udp ping' if reachable else ''}\n"
+                        f"tcp {host.public}: {'test host' if reachable else ''}\n"
+                        f"tcp {host.own}: \nudp {host.own}: \ntcp {host.link_local}: \nudp {host.link_local}: \n"), (answers, r.stdout)
+    assert canary.reached == []
+
+
+
+def _dns_answer(query, address):
+    """A DNS reply giving address to an A question (none to any other)."""
+    end = 12
+    while query[end]:
+        end += query[end] + 1
+    question = query[12:end + 5]
+    qtype = struct.unpack("!H", question[-4:-2])[0]
+    answers = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton(address) if qtype == 1 else b""
+    return query[:2] + struct.pack("!HHHHH", 0x8180, 1, 1 if answers else 0, 0, 0) + question + answers
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_names_resolve_through_a_dns_server_on_the_hosts_loopback(flavor, tmp_path):
+    # The host's resolver may be its own (systemd-resolved's 127.0.0.53): slirp4netns forwards
+    # the sandbox's queries there, and that one port of it stays open to the sandbox.
+    dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        dns.bind(("127.0.0.53", 53))
+    except OSError as e:
+        pytest.fail(f"a DNS server on 127.0.0.53:53 for the test: {e}")
+    dns.settimeout(0.2)
+    asked, done = [], threading.Event()
+
+    def serve():
+        while not done.is_set():
+            try:
+                query, peer = dns.recvfrom(512)
+            except TimeoutError:
+                continue
+            asked.append(query)
+            dns.sendto(_dns_answer(query, "192.88.99.1"), peer)
+
+    server = threading.Thread(target=serve)
+    server.start()
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.53\n")
+    prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c", f'mount --bind {resolv} /etc/resolv.conf && exec "$@"', "sh"]
+    workspace = user_dir("sk-ws-") if flavor == "user" else str(tmp_path)
+    k = Kernel(workspace, flavor=flavor, prefix=prefix)
+    try:
+        r = k.run("getent ahostsv4 files.example | head -1")
+        if _tun_usable(flavor):
+            assert r.stdout.startswith("192.88.99.1 ") and asked, r.stdout
+        else:
+            assert (r.stdout, asked) == ("", []), r.stdout
+    finally:
+        k.shutdown()
+        done.set()
+        server.join()
+        dns.close()
+
+
 def test_the_egress_helper_is_confined(setup):
     # slirp4netns parses every packet the sandbox sends: it runs under its seccomp filter and,
     # as root, in a sandbox of its own with no capability but CAP_NET_BIND_SERVICE.
@@ -630,7 +764,8 @@ def test_the_egress_helper_is_confined(setup):
         return  # no helper to confine: the test above checks that the sandbox says why
     with open(f"/proc/{helpers[0]}/status") as f:
         status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-    assert status["Seccomp"] == "2" and status["NoNewPrivs"] == "1", status
+    # Two filters: its own, and the one that holds its connects and sends for egress_guard.py.
+    assert (status["Seccomp"], status["Seccomp_filters"], status["NoNewPrivs"]) == ("2", "2", "1"), status
     assert status["CapEff"] == ("0000000000000400" if kernel.flavor == "root" else "0000000000000000"), status["CapEff"]
 
 
@@ -867,17 +1002,22 @@ def test_the_egress_helper_starts_in_a_mount_namespace_of_its_own(netns_handle):
     before = _mount_points()
     sys.path.insert(0, os.path.dirname(SUPERVISOR))
     try:
+        import egress_guard
         import isolation
+        import network_policy
         import supervisor
     finally:
         sys.path.pop(0)
-    supervisor.isolation = isolation  # the supervisor imports it when run as a script
+    # (what the supervisor imports when it runs as a script)
+    supervisor.egress_guard, supervisor.isolation, supervisor.network_policy = egress_guard, isolation, network_policy
     target = subprocess.Popen(["unshare", "--user", "--map-root-user", "--net", "--mount", "sleep", "30"])
     alive_r, alive_w = os.pipe()
     try:
         assert wait_until(lambda: os.readlink(f"/proc/{target.pid}/ns/net") != os.readlink("/proc/self/ns/net"), 5)
-        assert supervisor._start_egress(shutil.which("slirp4netns"), target.pid, alive_r, True) == "ok"
+        started, guard = supervisor._start_egress(shutil.which("slirp4netns"), target.pid, alive_r, True)
+        assert started == "ok"
         assert _mount_points() == before
+        os.close(guard)
     finally:
         os.close(alive_w)
         os.close(alive_r)

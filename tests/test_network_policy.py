@@ -1,8 +1,14 @@
-"""The proxy's policy (network_policy.py), as a table: which entries parse, what they match, and
-which addresses no entry opens. Pure; the acceptance tests are in test_network_proxy.py."""
+"""The network policy (network_policy.py), as a table: which entries parse, what they match, which
+addresses no entry opens, and what the private network may not send to; and how egress_guard.py
+reads a destination. The acceptance tests are in test_network_proxy.py and test_isolation.py."""
+
+import ipaddress
+import socket
+import struct
 
 import pytest
 
+from sandbox_kernel import egress_guard
 from sandbox_kernel import network_policy as policy
 
 
@@ -72,3 +78,40 @@ def test_bad_entries_say_what_is_wrong(entry, message):
     with pytest.raises(policy.PolicyError, match=None) as e:
         policy.parse(entry)
     assert message in str(e.value) and str(e.value).startswith("Sandbox.allowed_hosts: ")
+
+
+@pytest.mark.parametrize("address, port, why", [
+    ("93.184.215.14", 443, None),
+    ("10.1.2.3", 5432, None),  # a private network is reached as any machine on it reaches it
+    ("127.0.0.1", 8888, "loopback"),
+    ("::ffff:127.0.0.1", 8888, "loopback"),
+    ("0.0.0.0", 8888, "unspecified"),
+    ("169.254.169.254", 80, "link-local"),
+    ("fd00:ec2::254", 80, "cloud metadata"),
+    ("127.0.0.53", 53, None),  # the host's resolver, where slirp4netns forwards the queries
+    ("127.0.0.53", 80, "loopback"),
+    ("127.0.0.1", 53, "loopback"),  # not a resolver of the host's
+])
+def test_what_the_private_network_may_not_send_to(address, port, why):
+    assert policy.outbound_refusal(address, port, {ipaddress.ip_address("127.0.0.53")}) == why
+
+
+def test_the_hosts_own_addresses_are_those_it_can_bind():
+    assert policy.is_own("127.0.0.1") and not policy.is_own("192.0.2.254")
+    assert policy.outbound_refusal("192.0.2.254", 80, set()) is None
+
+
+@pytest.mark.parametrize("sockaddr, destination", [
+    (struct.pack("H", socket.AF_INET) + struct.pack("!H", 8080) + socket.inet_aton("10.1.2.3") + bytes(8), ("10.1.2.3", 8080)),
+    (struct.pack("H", socket.AF_INET6) + struct.pack("!HI", 53, 0) + socket.inet_pton(socket.AF_INET6, "::ffff:127.0.0.1") + bytes(4),
+     ("::ffff:7f00:1", 53)),
+    (struct.pack("HHI", socket.AF_NETLINK, 0, 0) + bytes(4), None),
+    (b"", None),
+])
+def test_the_guard_reads_the_destination_of_a_call(sockaddr, destination):
+    assert egress_guard.destination(sockaddr) == destination
+
+
+def test_a_short_inet_address_is_refused():
+    with pytest.raises(ValueError):
+        egress_guard.destination(struct.pack("H", socket.AF_INET) + b"\0\x50")
