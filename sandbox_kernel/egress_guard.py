@@ -19,12 +19,14 @@ import os
 import select
 import socket
 import struct
+import sys
 import threading
 
 # <linux/seccomp.h>: struct seccomp_notif (80 bytes), struct seccomp_notif_resp (24 bytes).
 NOTIF = struct.Struct("QII iIQ6Q")
 RESPONSE = struct.Struct("QqiI")
-IOCTL_RECV, IOCTL_SEND, IOCTL_ID_VALID = 0xC0502100, 0xC0182101, 0x40082102
+# (ID_VALID by its first number, which every kernel with the ioctl takes)
+IOCTL_RECV, IOCTL_SEND, IOCTL_ID_VALID = 0xC0502100, 0xC0182101, 0x80082102
 FLAG_CONTINUE = 1
 MSGHDR_NAME = struct.Struct("QI")  # msg_name, msg_namelen: the start of a struct msghdr
 MMSGHDR_SIZE = 64
@@ -33,7 +35,8 @@ RESOLV_CONF = "/etc/resolv.conf"
 
 
 def resolvers():
-    """The host's DNS servers, where slirp4netns sends the sandbox's queries."""
+    """The host's DNS servers, where slirp4netns sends the sandbox's queries (an unspecified one,
+    which would stand for every address of the host's, is left out)."""
     found = set()
     try:
         with open(RESOLV_CONF) as f:
@@ -41,39 +44,43 @@ def resolvers():
                 words = line.split()
                 if len(words) >= 2 and words[0] == "nameserver":
                     try:
-                        found.add(ipaddress.ip_address(words[1].split("%")[0]))
+                        address = ipaddress.ip_address(words[1].split("%")[0])
                     except ValueError:
-                        pass
+                        continue
+                    if not address.is_unspecified:
+                        found.add(address)
     except OSError:
         pass
     return found
 
 
 def destination(sockaddr):
-    """(address, port) of an inet sockaddr, None for any other family (netlink, unix: slirp4netns's
-    own, which the sandbox cannot name)."""
-    if len(sockaddr) < 2:
+    """(address, port) of an inet sockaddr (AF_UNSPEC too: UDP reads it as AF_INET), None for
+    netlink and unix ones (slirp4netns's own, which the sandbox cannot name); anything else, or
+    too short to read, is a ValueError."""
+    family = struct.unpack_from("H", sockaddr)[0] if len(sockaddr) >= 2 else None
+    if family in (socket.AF_UNIX, socket.AF_NETLINK):
         return None
-    family = struct.unpack_from("H", sockaddr)[0]
-    if family == socket.AF_INET and len(sockaddr) >= 8:
+    if family in (socket.AF_INET, socket.AF_UNSPEC) and len(sockaddr) >= 8:
         return str(ipaddress.IPv4Address(sockaddr[4:8])), struct.unpack_from("!H", sockaddr, 2)[0]
     if family == socket.AF_INET6 and len(sockaddr) >= 24:
         return str(ipaddress.IPv6Address(sockaddr[8:24])), struct.unpack_from("!H", sockaddr, 2)[0]
-    if family in (socket.AF_INET, socket.AF_INET6):
-        raise ValueError("a short inet address")
-    return None
+    raise ValueError(f"an address of family {family} and {len(sockaddr)} bytes")
 
 
 class Guard:
     """Answers the held calls of the filter's listener fd until the filtered processes end.
-    refusal(address, port) says why a destination is refused (None: it may be reached)."""
+    calls: the held calls' numbers by name; refusal(address, port) says why a destination is
+    refused (None: it may be reached)."""
 
-    def __init__(self, listener, refusal, calls):
+    def __init__(self, listener, calls, refusal):
         self.listener, self.refusal = listener, refusal
         self.names = {number: name for name, number in calls.items()}
-
-    def start(self):
-        threading.Thread(target=self.serve, name="egress-guard", daemon=True).start()
+        # Held while a call is answered: the supervisor closes the fds it inherited only between
+        # two answers, never the ones an answer has open.
+        self.busy = threading.Lock()
+        self.thread = threading.Thread(target=self.serve, name="egress-guard", daemon=True)
+        self.thread.start()
 
     def serve(self):
         poll = select.poll()
@@ -83,20 +90,23 @@ class Guard:
             if any(e & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _fd, e in events):
                 return  # no filtered process is left
             notif = bytearray(NOTIF.size)
-            try:
-                fcntl.ioctl(self.listener, IOCTL_RECV, notif)
-            except OSError as e:
-                if e.errno in (errno.ENOENT, errno.EINTR):
-                    continue  # the caller was gone before it was read
-                return
-            self.answer(*NOTIF.unpack(notif))
+            with self.busy:
+                try:
+                    fcntl.ioctl(self.listener, IOCTL_RECV, notif)
+                except OSError as e:
+                    if e.errno in (errno.ENOENT, errno.EINTR):
+                        continue  # the caller was gone before it was read
+                    return
+                self.answer(*NOTIF.unpack(notif))
 
     def answer(self, notif_id, pid, _flags, nr, _arch, _ip, *args):
         name = self.names.get(nr)
         try:
             why = self.why_not(name, pid, args, notif_id)
-        except (OSError, ValueError, struct.error) as e:
-            why = f"unreadable ({e})"  # fail closed
+        except Exception as e:  # noqa: BLE001  (every call gets an answer, or slirp4netns hangs)
+            why = f"unreadable ({type(e).__name__}: {e})"
+            if not isinstance(e, (OSError, ValueError, struct.error, OverflowError)):
+                print(f"sandbox-kernel egress guard: {why}", file=sys.stderr, flush=True)
         error = 0 if why is None else -(errno.ECONNREFUSED if name == "connect" else errno.EACCES)
         response = RESPONSE.pack(notif_id, 0, error, FLAG_CONTINUE if why is None else 0)
         try:

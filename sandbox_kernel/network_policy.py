@@ -177,7 +177,7 @@ def outbound_refusal(address, port, resolvers):
     host may reach, but its DNS servers (resolvers) on port 53, where it forwards the sandbox's
     queries (127.0.0.53 on a host with systemd-resolved)."""
     address = _leads_to(address)
-    if port == 53 and address in resolvers:
+    if port == 53 and address in {_leads_to(r) for r in resolvers}:
         return None
     return _never(address) or ("the host's own address" if is_own(str(address)) else None)
 

@@ -352,8 +352,9 @@ class Sandbox(LoggingConfigurable):
             network = "private namespace; outbound through slirp4netns (NAT; the host's own addresses, loopback and link-local unreachable)"
         elif plan["network"] == "private":
             why = self.egress if plan["egress"] else "slirp4netns is not installed: apt-get install slirp4netns"
-            network = (f"private namespace, loopback only: no route out ({why}); "
-                       "for outbound access slirp4netns must be able to open /dev/net/tun, or use Sandbox.network=host (weaker)")
+            needs = ("its guard needs Linux 5.6 and the right to read its memory (ptrace)" if why.startswith("the egress guard")
+                     else "slirp4netns must be able to open /dev/net/tun")
+            network = f"private namespace, loopback only: no route out ({why}); for outbound access {needs}, or use Sandbox.network=host (weaker)"
         else:
             network = {"none": "private namespace, loopback only",
                        "host": "the host's (Sandbox.network=host): local services are reachable"}[plan["network"]]

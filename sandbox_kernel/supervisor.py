@@ -18,6 +18,7 @@ end (the kernel closing it, or dying) ends the sandbox:
                   {"ev": "exited", "id", "status"} (exit code, or -N for signal N).
 """
 
+import contextlib
 import ctypes
 import fcntl
 import json
@@ -344,7 +345,7 @@ def enter_sandbox(plan, control):
         control.send(json.dumps({"ev": "failed", "error": _reason(e, "outside the sandbox")}).encode())
         os.kill(a, signal.SIGKILL)
         cgroups = []
-    _wait_and_exit(a, keep=[guard] if guard is not None else [], then=lambda: isolation.remove_cgroups(cgroups))
+    _wait_and_exit(a, keep=[], then=lambda: isolation.remove_cgroups(cgroups), guard=guard)
 
 
 def _reason(error, where):
@@ -358,34 +359,45 @@ def _start_egress(slirp4netns, pid, alive_fd, as_root):
     its own and link-local addresses). It parses the sandbox's packets, so it runs under its
     seccomp filter and, as root, in a sandbox of its own (an empty root, no capabilities but
     CAP_NET_BIND_SERVICE; an unprivileged user's cannot be made: it needs uid 0 mapped in the
-    sandbox's user namespace). 'ok' and the guard's listener fd, or why not and None."""
+    sandbox's user namespace). 'ok' and its guard, or why not and None."""
     ready_r, ready_w = os.pipe()
-    # The filter holds the child's sendmsg from the moment it is on, so the listener cannot be
-    # sent: the child says its pid and fd number down a pipe and waits while this process takes
-    # a copy (pidfd_getfd), in a thread, as Popen returns only at the exec.
+    # The guard's filter holds the child's sendmsg from the moment it is on, so its listener
+    # cannot be sent: the child says its pid and the fd's number down a pipe and waits while this
+    # process takes a copy (pidfd_getfd), in a thread, as Popen returns only at the exec.
     told_r, told_w = os.pipe()
     taken_r, taken_w = os.pipe()
 
     def confine():
-        if as_root:
-            # Its sandbox makes / private but not what lies below it, then detaches the old
-            # root: from the host's mount namespace that unmounts, on the host, every mount whose
-            # parent is shared (an `ip netns add` handle, and more where systemd makes every
-            # mount shared). It starts in a mount namespace of its own, every mount private.
-            isolation.unshare(["mount"])
-            isolation.make_mounts_private()
-        os.write(told_w, struct.pack("ii", os.getpid(), isolation.hold_sends_for_review()))
-        os.read(taken_r, 1)
+        try:
+            if as_root:
+                # Its sandbox makes / private but not what lies below it, then detaches the old
+                # root: from the host's mount namespace that unmounts, on the host, every mount
+                # whose parent is shared (an `ip netns add` handle, and more where systemd makes
+                # every mount shared). It starts in a mount namespace of its own, all private.
+                isolation.unshare(["mount"])
+                isolation.make_mounts_private()
+            os.write(told_w, b"+" + struct.pack("ii", os.getpid(), isolation.hold_sends_for_review()))
+        except Exception as e:  # noqa: BLE001  (Popen would only say "Exception occurred in preexec_fn")
+            os.write(told_w, b"-" + str(e).encode()[:400])
+            raise
+        if os.read(taken_r, 1) != b"1":
+            raise OSError("the supervisor could not take the guard's listener")
 
-    listener = []
+    taken = {}
 
     def take():
-        told = os.read(told_r, 8)  # nothing if the child failed first
+        told = os.read(told_r, 512)  # nothing if the child ended first
         try:
-            if len(told) == 8:
-                listener.append(isolation.take_fd(*struct.unpack("ii", told)))
-        finally:
-            os.write(taken_w, b"1")
+            if told[:1] == b"+":
+                child, number = struct.unpack("ii", told[1:9])
+                taken["listener"] = isolation.take_fd(child, number)
+                with open(f"/proc/{child}/mem", "rb"):  # what the guard reads each held call's address from
+                    pass
+            else:
+                taken["error"] = told[1:].decode(errors="replace") or "its child ended"
+        except Exception as e:  # noqa: BLE001
+            taken["error"] = str(e)
+        os.write(taken_w, b"1" if "listener" in taken else b"0")
 
     taker = threading.Thread(target=take)
     taker.start()
@@ -398,27 +410,32 @@ def _start_egress(slirp4netns, pid, alive_fd, as_root):
             start_new_session=True, preexec_fn=confine,
         )
     except (OSError, subprocess.SubprocessError) as e:
-        return f"{slirp4netns}: {getattr(e, 'strerror', None) or e}", None
+        helper = None
+        failure = f"the egress guard: {taken['error']}" if "error" in taken else f"{slirp4netns}: {getattr(e, 'strerror', None) or e}"
     finally:
         os.close(told_w)
         taker.join()
         for fd in (ready_w, told_r, taken_r, taken_w):
             os.close(fd)
-    fds = listener
-    if fds:  # (it sets up the tap device through netlink: held too)
-        egress_guard.Guard(fds[0], lambda address, port: network_policy.outbound_refusal(address, port, egress_guard.resolvers()),
-                           isolation.sending_calls()).start()
+    if helper is None:
+        if "listener" in taken:
+            os.close(taken["listener"])
+        os.close(ready_r)
+        return failure, None
+    # Started at once: slirp4netns sets its tap device up through netlink, and those calls are held too.
+    guard = egress_guard.Guard(
+        taken["listener"], isolation.sending_calls(),
+        lambda address, port: network_policy.outbound_refusal(address, port, egress_guard.resolvers() if port == 53 else set()))
     ready, _, _ = select.select([ready_r], [], [], 5)
     ok = ready and os.read(ready_r, 1) == b"1"
     os.close(ready_r)
-    if ok and fds:
+    if ok:
         helper.stderr.close()
-        return "ok", fds[0]
+        return "ok", guard
     helper.kill()
-    helper.wait()
-    for fd in fds:
-        os.close(fd)
     error = helper.communicate()[1].decode(errors="replace").strip().splitlines()
+    guard.thread.join(5)  # it ends when slirp4netns has: then its listener can go
+    os.close(guard.listener)
     return f"slirp4netns failed: {error[-1] if error else 'no reason given'}", None
 
 
@@ -477,14 +494,16 @@ def _apply_steps(plan, from_outside):
             raise isolation.IsolationError(f"{step} {' '.join(map(str, args))[:200]}: {type(e).__name__}: {e}") from None
 
 
-def _wait_and_exit(pid, keep, then=None):
-    """Outside processes: end with the sandbox (and clean up after it)."""
-    for fd in range(3, 1024):
-        if fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+def _wait_and_exit(pid, keep, then=None, guard=None):
+    """Outside processes: end with the sandbox (and clean up after it); the egress guard keeps
+    its listener, and the fds it has open while it answers a call."""
+    with guard.busy if guard else contextlib.nullcontext():
+        for fd in range(3, 1024):
+            if fd not in keep and not (guard and fd == guard.listener):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
     while True:
         try:
             _pid, status = os.waitpid(pid, 0)

@@ -996,10 +996,8 @@ def test_starting_and_stopping_a_kernel_leaves_the_hosts_mounts_as_they_were(fla
     assert _mount_points() == before
 
 
-def test_the_egress_helper_starts_in_a_mount_namespace_of_its_own(netns_handle):
-    # The supervisor's own start of slirp4netns, for a network namespace of the test's: in the
-    # kernel the sandbox's namespaces happen to shield the host on some machines, not on all.
-    before = _mount_points()
+def _supervisor():
+    """The supervisor's module, with what it imports when it runs as a script."""
     sys.path.insert(0, os.path.dirname(SUPERVISOR))
     try:
         import egress_guard
@@ -1008,18 +1006,43 @@ def test_the_egress_helper_starts_in_a_mount_namespace_of_its_own(netns_handle):
         import supervisor
     finally:
         sys.path.pop(0)
-    # (what the supervisor imports when it runs as a script)
     supervisor.egress_guard, supervisor.isolation, supervisor.network_policy = egress_guard, isolation, network_policy
+    return supervisor
+
+
+def _start_egress_for_a_namespace_of_the_tests(supervisor):
     target = subprocess.Popen(["unshare", "--user", "--map-root-user", "--net", "--mount", "sleep", "30"])
     alive_r, alive_w = os.pipe()
     try:
         assert wait_until(lambda: os.readlink(f"/proc/{target.pid}/ns/net") != os.readlink("/proc/self/ns/net"), 5)
-        started, guard = supervisor._start_egress(shutil.which("slirp4netns"), target.pid, alive_r, True)
-        assert started == "ok"
-        assert _mount_points() == before
-        os.close(guard)
+        return supervisor._start_egress(shutil.which("slirp4netns"), target.pid, alive_r, True)
     finally:
-        os.close(alive_w)
+        os.close(alive_w)  # slirp4netns ends (its --exit-fd), and the guard with it
         os.close(alive_r)
         target.kill()
         target.wait()
+
+
+def test_the_egress_helper_starts_in_a_mount_namespace_of_its_own(netns_handle):
+    # The supervisor's own start of slirp4netns, for a network namespace of the test's: in the
+    # kernel the sandbox's namespaces happen to shield the host on some machines, not on all.
+    before = _mount_points()
+    started, guard = _start_egress_for_a_namespace_of_the_tests(_supervisor())
+    assert started == "ok"
+    assert _mount_points() == before
+    guard.thread.join(5)
+    assert not guard.thread.is_alive()
+    os.close(guard.listener)
+
+
+def test_without_its_guard_the_egress_helper_does_not_start_and_says_why(monkeypatch):
+    supervisor = _supervisor()
+
+    def refused(pid, number):
+        raise supervisor.isolation.IsolationError("take the seccomp listener: Operation not permitted (EPERM)")
+
+    monkeypatch.setattr(supervisor.isolation, "take_fd", refused)
+    before = set(processes_named("slirp4netns"))
+    assert _start_egress_for_a_namespace_of_the_tests(supervisor) == (
+        "the egress guard: take the seccomp listener: Operation not permitted (EPERM)", None)
+    assert set(processes_named("slirp4netns")) <= before  # it never ran

@@ -91,6 +91,7 @@ def test_bad_entries_say_what_is_wrong(entry, message):
     ("127.0.0.53", 53, None),  # the host's resolver, where slirp4netns forwards the queries
     ("127.0.0.53", 80, "loopback"),
     ("127.0.0.1", 53, "loopback"),  # not a resolver of the host's
+    ("::ffff:127.0.0.53", 53, None),
 ])
 def test_what_the_private_network_may_not_send_to(address, port, why):
     assert policy.outbound_refusal(address, port, {ipaddress.ip_address("127.0.0.53")}) == why
@@ -106,12 +107,19 @@ def test_the_hosts_own_addresses_are_those_it_can_bind():
     (struct.pack("H", socket.AF_INET6) + struct.pack("!HI", 53, 0) + socket.inet_pton(socket.AF_INET6, "::ffff:127.0.0.1") + bytes(4),
      ("::ffff:7f00:1", 53)),
     (struct.pack("HHI", socket.AF_NETLINK, 0, 0) + bytes(4), None),
-    (b"", None),
+    (struct.pack("H", socket.AF_UNIX) + b"/run/x\0", None),
+    # UDP sends to an AF_UNSPEC address as to an AF_INET one
+    (struct.pack("H", socket.AF_UNSPEC) + struct.pack("!H", 8888) + socket.inet_aton("127.0.0.1") + bytes(8), ("127.0.0.1", 8888)),
 ])
 def test_the_guard_reads_the_destination_of_a_call(sockaddr, destination):
     assert egress_guard.destination(sockaddr) == destination
 
 
-def test_a_short_inet_address_is_refused():
+@pytest.mark.parametrize("sockaddr", [
+    b"", b"\x02",
+    struct.pack("H", socket.AF_INET) + b"\0\x50",  # short
+    struct.pack("H", socket.AF_PACKET) + bytes(18),  # a family it does not read
+])
+def test_an_address_the_guard_cannot_read_is_refused(sockaddr):
     with pytest.raises(ValueError):
-        egress_guard.destination(struct.pack("H", socket.AF_INET) + b"\0\x50")
+        egress_guard.destination(sockaddr)
