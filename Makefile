@@ -11,10 +11,12 @@ USER_VENV := /opt/sandbox-kernel-tests/venv
 EG_VENV := /opt/sandbox-kernel-tests/eg-venv
 # python3-pip: the packages-install test runs Debian's pip inside the sandbox.
 # git, tmux and ssh-agent (openssh-client): the layout tests put a repository, a tmux server and an
-# agent beside the kernel, as a user's machine has them.
+# agent beside the kernel, as a user's machine has them. openssh-server: the gateway tests reach
+# Enterprise Gateway's remote host over SSH (its sshd runs in a network namespace of the test's;
+# the install starts no service: a policy-rc.d forbids it for the while, as containers have one).
 # kmod and e2fsprogs: the cgroup-v2 tests' guest (tests/vm.py) loads its kernel's modules with
 # insmod and gets an ext4 /tmp from mkfs.ext4.
-DEBIAN_PACKAGES := bash coreutils procps util-linux iproute2 slirp4netns python3 python3-venv python3-pip chromium git tmux openssh-client kmod e2fsprogs patchelf curl
+DEBIAN_PACKAGES := bash coreutils procps util-linux iproute2 slirp4netns python3 python3-venv python3-pip chromium git tmux openssh-client openssh-server kmod e2fsprogs patchelf curl
 # The JupyterLab extension (jupyter_extension/): node and npm build it, prebuilt into the wheel;
 # the browser test drives Debian's chromium.
 EXT := jupyter_extension
@@ -45,7 +47,10 @@ system-deps:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:" $$missing; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		policy=/usr/sbin/policy-rc.d; made=; \
+		[ -e $$policy ] || { printf '#!/bin/sh\nexit 101\n' > $$policy && chmod 755 $$policy && made=1; }; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; status=$$?; \
+		[ -z "$$made" ] || rm -f $$policy; exit $$status; \
 	fi
 
 # The build's own requirements go into .venv first, so that pip builds the package there instead

@@ -1,7 +1,7 @@
 """The kernel through gateways, where users who outgrow one machine run it: Jupyter Kernel Gateway
 (kernels it starts itself) and Enterprise Gateway with its DistributedProcessProxy (kernels it
-starts on a remote host through `python -m sandbox_kernel launch`, here the gateway's own host,
-which it reaches without SSH). Both are driven through their REST API and kernel websockets, as
+starts on a remote host through `python -m sandbox_kernel launch`: the gateway's own host, which
+it reaches without SSH, and a host of its own, reached over SSH). Both are driven through their REST API and kernel websockets, as
 JupyterLab's `--gateway-url` drives them (sending KERNEL_USERNAME along, so that the kernel gets
 little more than PATH: no HOME), run as root and as an unprivileged user beside a HOME laid out
 like a real one, with the gateway's token in its environment as deployments pass it. Every attack
@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,12 +65,14 @@ class Gateway(JupyterAPI):
             return False
 
     def start(self):
-        # As JupyterLab does (Enterprise Gateway refuses root's kernels without it).
-        return self.start_kernel(self.kernel_name, env={"KERNEL_USERNAME": "notebook-user"})
+        # As JupyterLab does: the user's name (Enterprise Gateway refuses root's kernels without
+        # it) and the notebook's directory (the remote kernel's working directory).
+        return self.start_kernel(self.kernel_name, env={"KERNEL_USERNAME": "notebook-user", "KERNEL_WORKING_DIR": self.home.project})
 
     def kernel_tree(self, kernel_id):
-        """The gateway's first process for the kernel (the kernel, or its launcher) and all below it."""
-        mine = [p for p in still_running(process_tree(self.proc.pid)) if _cmdline_has(p, kernel_id)]
+        """The first process of the kernel's (the kernel, or its launcher, which may have come
+        over SSH) and all below it."""
+        mine = [p for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if p != os.getpid() and _cmdline_has(p, kernel_id)]
         tops = [p for p in mine if _parent(p) not in mine]
         assert len(tops) == 1, (mine, tops)
         return process_tree(tops[0])
@@ -105,13 +108,15 @@ class EnterpriseGateway(Gateway):
                        env=home.kernel_env(), check=True, capture_output=True)
         super().__init__(home)
 
+    remote_host = response_ip = "127.0.0.1"
+
     def environment(self):
-        return {"EG_RESPONSE_IP": "127.0.0.1", "EG_RESPONSE_PORT": str(free_port())}
+        return {"EG_RESPONSE_IP": self.response_ip, "EG_RESPONSE_PORT": str(free_port())}
 
     def command(self):
         return [EG_VENV_PYTHON, "-m", "enterprise_gateway", "--EnterpriseGatewayApp.ip=127.0.0.1",
                 f"--EnterpriseGatewayApp.port={self.port}", "--EnterpriseGatewayApp.port_retries=0",
-                "--EnterpriseGatewayApp.remote_hosts=127.0.0.1"]
+                f"--EnterpriseGatewayApp.remote_hosts={self.remote_host}"]
 
     def connection_file(self, kernel_id):
         """The launcher's (the gateway keeps the connection info in memory only)."""
@@ -126,6 +131,57 @@ class EnterpriseGateway(Gateway):
         return int(lines[-1].rsplit(" ", 1)[1])
 
 
+class RemoteEnterpriseGateway(EnterpriseGateway):
+    """Its remote host a host of its own, reached over SSH as its DistributedProcessProxy does:
+    Debian's sshd in a network namespace of the test's (sharing this machine's files, as hosts
+    with a shared home and software do), the user's key in the user's ssh-agent, the host's key
+    in ~/.ssh/known_hosts. The launcher's requests and connection info cross the link between."""
+
+    def __init__(self, home):
+        self.keys = tempfile.mkdtemp(prefix="sk-sshd-")
+        os.chmod(self.keys, 0o755)
+        for name in ("host", "client"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{self.keys}/{name}"], check=True)
+        os.chmod(f"{self.keys}/client.pub", 0o644)
+        config = f"{self.keys}/sshd_config"
+        with open(config, "w") as f:
+            f.write(f"HostKey {self.keys}/host\nAuthorizedKeysFile {self.keys}/client.pub\nPidFile none\n"
+                    "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+                    "UsePAM no\nStrictModes no\n")
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # its privilege separation directory
+        # Without PAM, sshd refuses a locked account ('!' in the shadow file): the test user's is.
+        self.unlocked = home.flavor == "user"
+        if self.unlocked:
+            _set_password_field(home.owner.pw_name, "*")
+        self.host = TestHost(f"import os; os.execv('/usr/sbin/sshd', ['/usr/sbin/sshd', '-D', '-e', '-f', {config!r}])", port=22)
+        self.remote_host, self.response_ip = self.host.private, self.host.own
+        client = os.path.join(home.agent_dir, "client")
+        shutil.copyfile(f"{self.keys}/client", client)
+        os.chown(client, home.owner.pw_uid, home.owner.pw_gid)
+        os.chmod(client, 0o600)
+        subprocess.run([*home.run_as, "ssh-add", "-q", client], env=home.kernel_env(), check=True)
+        os.unlink(client)
+        with open(f"{self.keys}/host.pub") as f:
+            host_key = f.read().split()[:2]
+        with open(os.path.join(home.path, ".ssh", "known_hosts"), "a") as f:
+            f.write(f"{self.host.private} {' '.join(host_key)}\n")
+        super().__init__(home)
+
+    def environment(self):
+        return {**super().environment(), "EG_REMOTE_USER": self.home.owner.pw_name}
+
+    def stop(self):
+        super().stop()
+        self.host.close()
+        shutil.rmtree(self.keys, ignore_errors=True)
+        if self.unlocked:
+            _set_password_field(self.home.owner.pw_name, "!")
+
+
+def _set_password_field(user, value):
+    subprocess.run(["usermod", "-p", value, user], check=True)
+
+
 def _cmdline_has(pid, text):
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -135,11 +191,15 @@ def _cmdline_has(pid, text):
 
 
 def _parent(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None  # gone
 
 
-GATEWAYS = {"kernel gateway": KernelGateway, "enterprise gateway": EnterpriseGateway}
+GATEWAYS = {"kernel gateway": KernelGateway, "enterprise gateway": EnterpriseGateway,
+            "enterprise gateway over ssh": RemoteEnterpriseGateway}
 EVERY = [(g, f) for g in GATEWAYS for f in ("root", "user")]
 # The launcher's own tests, on the same module-wide gateways.
 ENTERPRISE = pytest.mark.parametrize("gateway", [p for p in EVERY if p[0] == "enterprise gateway"],
@@ -180,6 +240,10 @@ def kernel(gateway):
 
 
 def test_cells_keep_their_state_through_the_gateway_and_say_they_are_isolated(gateway, kernel):
+    if isinstance(gateway, RemoteEnterpriseGateway):  # the kernel runs on the remote host
+        tree = gateway.kernel_tree(kernel)
+        launcher = min(tree, key=tree.get)
+        assert os.stat(f"/proc/{launcher}/ns/net").st_ino == os.stat(f"/run/netns/{gateway.host.ns}").st_ino
     assert gateway.run_cell(kernel, "mkdir -p sub && cd sub; X=kept; f() { echo fn; }") == ""
     r = gateway.run(kernel, 'echo "$PWD $X $(f)"')
     assert (r.status, r.stdout) == ("ok", f"{gateway.home.project}/sub kept fn\n")
