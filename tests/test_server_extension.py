@@ -1,5 +1,5 @@
 """The Jupyter Server extension (sandbox_kernel/server_extension.py), in a real `jupyter server` on
-loopback: a sandbox kernel that server started plants links and modules in its directory from a
+loopback (and, for the network, one on every address, as container images run it): a sandbox kernel that server started plants links and modules in its directory from a
 cell, then the test saves, checkpoints, renames and deletes through the REST API as JupyterLab
 would, and starts the stock python3 kernel there. The host files stay as they were. The server runs
 as root and as an unprivileged user (from the user venv `make test` builds), each with files of
@@ -11,11 +11,12 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from harness import TEST_USER, USER_VENV_PYTHON, JupyterAPI, ensure_test_user, free_port, stop_server, user_dir, wait_until
+from harness import TEST_USER, USER_VENV_PYTHON, JupyterAPI, TestHost, ensure_test_user, free_port, stop_server, user_dir, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,7 +42,8 @@ class Server(JupyterAPI):
     (the package's server config and kernelspecs are still found under sys.prefix), run as root
     from the test's venv or as the test user from the user venv."""
 
-    def __init__(self, flavor):
+    def __init__(self, flavor, ip="127.0.0.1"):
+        """ip: where it listens (127.0.0.1, as by default; 0.0.0.0, as container images start it)."""
         self.flavor = flavor
         base = owned_dir(flavor, "sk-server-")
         self.root = base / "root"
@@ -58,7 +60,7 @@ class Server(JupyterAPI):
         run_as = ["setpriv", f"--reuid={TEST_USER}", f"--regid={TEST_USER}", "--clear-groups", "--"] if flavor == "user" else []
         python = USER_VENV_PYTHON if flavor == "user" else sys.executable
         self.proc = subprocess.Popen(
-            [*run_as, python, "-m", "jupyter_server", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+            [*run_as, python, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--ServerApp.ip={ip}",
              f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
              f"--ServerApp.root_dir={self.root}"],
             env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -198,3 +200,25 @@ def test_a_module_planted_in_the_notebook_directory_does_not_run_in_a_python_ker
     assert r.status == "ok" and not marker.exists()
     # Its cwd is the notebook's directory, which is not on its sys.path (IPython >= 9.7 keeps it off too).
     assert out == f"{server.root / 'planted'} True set()\n"
+
+
+@pytest.mark.parametrize("flavor", ["root", "user"])
+def test_a_server_listening_on_every_address_is_out_of_its_kernels_reach(flavor):
+    # As container images start it (jupyter lab --ip=0.0.0.0): the server is on the host's own
+    # addresses too, one of which the test makes (this machine's end of a link to a test host).
+    link = TestHost("import socket; s = socket.socket(); s.bind(('0.0.0.0', 8080)); s.listen(); "
+                    "[c.close() for c, _ in iter(s.accept, None)]")
+    server = Server(flavor, ip="0.0.0.0")
+    try:
+        status = urllib.request.Request(f"http://{link.own}:{server.port}/api/status", headers={"Authorization": f"token {server.token}"})
+        with urllib.request.urlopen(status, timeout=10) as r:
+            assert r.status == 200  # it answers there: the test can fail
+        kernel = server.start_kernel("sandbox")
+        out = server.run_cell(kernel, f"""for address in 127.0.0.1 10.0.2.2 {link.own}; do
+  (exec 3<>/dev/tcp/$address/{server.port}) 2>/dev/null && echo "reached $address"
+done
+(exec 3<>/dev/tcp/{link.private}/8080) && echo "reached the test host"; true""")
+        assert out == "reached the test host\n", out
+    finally:
+        server.stop()
+        link.close()
