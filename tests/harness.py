@@ -388,7 +388,9 @@ class TestHost:
     __test__ = False  # (not a test class, for pytest)
 
     def __init__(self, server, port=8080):
-        tag = uuid.uuid4().hex[:6]
+        # A subnet no other test host of this machine has (two may be up at once).
+        taken = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True, check=True).stdout
+        tag = next(t for t in iter(lambda: uuid.uuid4().hex[:6], None) if f" 10.203.{int(t[:2], 16)}." not in taken)
         self.ns, self._outer, inner = f"sk-host-{tag}", f"skh{tag}", f"skn{tag}"
         n = int(tag[:2], 16)
         self.private, self.own, self.public = f"10.203.{n}.2", f"10.203.{n}.1", f"192.88.99.{n}"
