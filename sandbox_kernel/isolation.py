@@ -422,6 +422,27 @@ def _bpf(program):
     return b"".join(out), len(code)
 
 
+def _native_calls_only(step):
+    """The column of this machine's numbers, and the start of a filter: a call of another ABI
+    (i386, x32) jumps to 'refuse'."""
+    machine = platform.machine()
+    if machine not in AUDIT_ARCH:
+        raise IsolationError(f"{step}: no table for {machine}")
+    ld, jeq, jge = 0x20, 0x15, 0x35
+    program = [(ld, 4, None, None), (jeq, AUDIT_ARCH[machine], None, "refuse"), (ld, 0, None, None)]
+    if machine == "x86_64":
+        program.append((jge, 0x40000000, "refuse", None))
+    return (0 if machine == "x86_64" else 1), program
+
+
+def _sock_fprog(program):
+    """A struct sock_fprog of the program, and the buffer it points into (both must stay alive
+    until the filter is installed)."""
+    code, length = _bpf(program)
+    filters = ctypes.create_string_buffer(code)
+    return ctypes.create_string_buffer(struct.pack("HxxxxxxP", length, ctypes.addressof(filters))), filters
+
+
 SOCKET = (41, 198)
 AF_INET, AF_INET6, SOCK_TYPE_MASK, SOCK_SEQPACKET = 2, 10, 0xF, 5
 INET_PROTOCOLS = (6, 17, 1, 58)  # TCP, UDP, ICMP and ICMPv6 (ping sockets): what Landlock's rule covers or needs none
@@ -433,16 +454,10 @@ def filter_syscalls(names, host_network=False):
     the notebook directory is a file of the host's); on the host's network, so do inet sockets
     of other protocols (MPTCP, SCTP), which Landlock's port rule would not cover. Needs
     no_new_privs: after drop_capabilities."""
-    machine = platform.machine()
-    if machine not in AUDIT_ARCH:
-        raise IsolationError(f"filter system calls: no table for {machine}")
-    column = 0 if machine == "x86_64" else 1
-    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    column, program = _native_calls_only("filter system calls")
+    ld, jeq, jset, ret = 0x20, 0x15, 0x45, 0x06
     allow, refuse, nosys = 0x7FFF0000, 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS
     arg = lambda n: 16 + 8 * n  # noqa: E731  (the low half, little-endian)
-    program = [(ld, 4, None, None), (jeq, AUDIT_ARCH[machine], None, "refuse"), (ld, 0, None, None)]
-    if machine == "x86_64":
-        program.append((jge, 0x40000000, "refuse", None))
     program += [(jeq, n, "refuse", None) for n in sorted({FILTERABLE_SYSCALLS[n][column] for n in names})]
     checks = {name: spec for name, spec in MODE_CALLS.items() if spec[column] is not None}
     program += [(jeq, spec[column], name, None) for name, spec in checks.items()]
@@ -460,11 +475,8 @@ def filter_syscalls(names, host_network=False):
             program += [(ld, arg(flags), None, None), (jset, O_CREAT_OR_TMPFILE, None, "allow")]
         program += [(ld, arg(mode), None, None), (jset, SET_ID_BITS, "refuse", "allow")]
     program += ["allow:", (ret, allow, None, None), "refuse:", (ret, refuse, None, None), "nosys:", (ret, nosys, None, None)]
-    code, length = _bpf(program)
-    filters = ctypes.create_string_buffer(code)
-    fprog = struct.pack("HxxxxxxP", length, ctypes.addressof(filters))
-    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.create_string_buffer(fprog), 0, 0),
-           "install the seccomp filter")
+    fprog, _filters = _sock_fprog(program)
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, fprog, 0, 0), "install the seccomp filter")
 
 
 
@@ -487,16 +499,10 @@ def hold_sends_for_review():
     sendto to an address waits for the answer of whoever holds the returned listener fd
     (egress_guard.py); io_uring, which would go round it, and other ABIs fail with EPERM. Sets
     no_new_privs (a filter needs it; this process keeps its capabilities)."""
-    machine = platform.machine()
-    if machine not in AUDIT_ARCH:
-        raise IsolationError(f"hold sends for review: no table for {machine}")
-    column = 0 if machine == "x86_64" else 1
-    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    column, program = _native_calls_only("hold sends for review")
+    ld, jeq, ret = 0x20, 0x15, 0x06
     allow, refuse = 0x7FFF0000, 0x00050000 | errno.EPERM
     calls = sending_calls()
-    program = [(ld, 4, None, None), (jeq, AUDIT_ARCH[machine], None, "refuse"), (ld, 0, None, None)]
-    if machine == "x86_64":
-        program.append((jge, 0x40000000, "refuse", None))
     program += [(jeq, FILTERABLE_SYSCALLS[n][column], "refuse", None) for n in ("io_uring_setup", "io_uring_enter", "io_uring_register")]
     program += [(jeq, calls["sendto"], "sendto", None)]
     program += [(jeq, calls[n], "hold", None) for n in ("connect", "sendmsg", "sendmmsg")]
@@ -506,12 +512,11 @@ def hold_sends_for_review():
                 (jeq, 0, "allow", "hold"),
                 "allow:", (ret, allow, None, None), "refuse:", (ret, refuse, None, None),
                 "hold:", (ret, SECCOMP_RET_USER_NOTIF, None, None)]
-    code, length = _bpf(program)
-    filters = ctypes.create_string_buffer(code)
-    fprog = ctypes.create_string_buffer(struct.pack("HxxxxxxP", length, ctypes.addressof(filters)))
+    fprog, _filters = _sock_fprog(program)
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "hold sends for review: no_new_privs")
     return _check(_syscall("seccomp", SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, fprog),
                   "hold sends for review: install the seccomp filter")
+
 
 # -- cgroups (set up from outside, as they need the rights of the kernel's user) ------------------
 
