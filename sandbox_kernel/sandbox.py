@@ -227,6 +227,7 @@ class Sandbox(LoggingConfigurable):
         self._pending = {}  # session id -> future of its spawn
         self._terminals = set()  # the ids among them that are terminals
         self._on_exit = {}  # session id -> callback(status)
+        self._signalling, self._signal_seq = {}, 0  # seq -> future of a signal request not yet carried out
         self.mode = "off"  # off, isolated, unprotected: what is in force once started
         self.reason = ""  # why 'auto' had to start unprotected
         self.egress = "not asked for"  # or 'ok', or why user-mode networking (or the proxy) did not start
@@ -556,12 +557,26 @@ class Sandbox(LoggingConfigurable):
             self._terminals.discard(sid)
 
     def signal(self, sid, what):
+        """Ask the supervisor to signal a session; a future done once it has (or never can)."""
+        future = asyncio.get_running_loop().create_future()
         if self._socket is None:
-            return
+            future.set_result(None)
+            return future
+        self._signal_seq += 1
         try:
-            self._socket.send(json.dumps({"op": "signal", "id": sid, "what": what}).encode())
+            self._socket.send(json.dumps({"op": "signal", "id": sid, "what": what, "seq": self._signal_seq}).encode())
         except OSError:
-            pass
+            future.set_result(None)
+            return future
+        self._signalling[self._signal_seq] = future
+        return future
+
+    def _delivered(self, seq=None):
+        """The supervisor carried out signal request seq (None: all, it is gone)."""
+        for key in [seq] if seq is not None else list(self._signalling):
+            future = self._signalling.pop(key, None)
+            if future is not None and not future.done():
+                future.set_result(None)
 
     def _receive(self):
         while True:
@@ -591,6 +606,8 @@ class Sandbox(LoggingConfigurable):
                     future.set_exception(SandboxError("the sandbox started the terminal but passed no terminal"))
             elif kind == "spawn_failed" and future and not future.done():
                 future.set_exception(SandboxError(str(event.get("error", "unknown error"))[:500]))
+            elif kind == "signalled" and isinstance(event.get("seq"), int):
+                self._delivered(event["seq"])
             elif kind == "exited" and sid in self._on_exit:
                 status = event.get("status")
                 self._on_exit.pop(sid)(status if isinstance(status, int) else -1)
@@ -613,6 +630,7 @@ class Sandbox(LoggingConfigurable):
                 self._loop.remove_reader(self._socket.fileno())
             self._socket.close()
             self._socket = None
+        self._delivered()
         if self._process is not None:
             try:
                 self._process.wait(2)

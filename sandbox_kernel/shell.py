@@ -26,6 +26,7 @@ READ_CHUNK = 1 << 20
 DRAIN_LIMIT = 8 << 20  # what a cell may have left in the pipes when its DONE arrives
 # How an interrupt escalates if the foreground command ignores SIGINT (seconds after it).
 ESCALATION = (("term", 0.3), ("kill", 0.6), ("shell", 1.2))
+SIGNAL_WAIT = 10  # seconds the next cell waits for the supervisor to carry out an interrupt
 MESSAGE_FIELDS = {b"DONE": 5, b"INPUT": 3, b"DISPLAY": 3, b"CWD": 2, b"GATES": 6}
 # bash starts with stderr parked on fd 6 (an interactive bash without a terminal prints job-control
 # notices while it sets up); session.bash puts it back. `-a bash`: bash's messages say "bash:".
@@ -88,6 +89,7 @@ class BashShell:
         self._write_lock = asyncio.Lock()
         self._writers = set()
         self._input_task = None
+        self._signalling = set()  # interrupts and escalations under way, which the next cell waits for
         self._loop = None
         self._forwarders = {}
 
@@ -174,6 +176,7 @@ class BashShell:
             raise SessionError("the cell contains a NUL character, which bash cannot take")
         if not self.alive:
             await self.start()
+        await self._signalling_done()
         nonce = secrets.token_hex(8)
         done = self._loop.create_future()
         result = CellResult()
@@ -209,15 +212,19 @@ class BashShell:
         it does not end. Background jobs are not touched."""
         if self._cell is None:
             return
-        nonce = self._cell[0]
-        self.sandbox.signal(self.sandbox_id, "int")
         if self._input_task is not None:
             self._input_task.cancel()
             self._input_task = None
+        self._under_way(self._interrupt(self._cell[0]))
+
+    async def _interrupt(self, nonce):
+        # The supervisor may carry the SIGINT out late (a busy machine): the mark, which can end the
+        # cell, waits for it, or the signal would hit the next cell; the escalation counts from it.
+        await self.sandbox.signal(self.sandbox_id, "int")
         # A mark on the data pipe: it ends a builtin read of it (which SIGINT does not), and tells
         # bash of the interrupt when the command ignored SIGINT (see __sk_err); stray marks are
-        # skipped by the next request.
-        asyncio.ensure_future(self._send_data(["I"]))
+        # skipped by the next request, which is sent after this.
+        await self._send_data(["I"])
         for what, delay in ESCALATION:
             self._loop.call_later(delay, self._escalate, nonce, what)
 
@@ -225,7 +232,20 @@ class BashShell:
         if self._cell is None or self._cell[0] != nonce or not self.alive:
             return
         self._cell[2].escalation = what
-        self.sandbox.signal(self.sandbox_id, what)
+        self._under_way(self.sandbox.signal(self.sandbox_id, what))
+
+    def _under_way(self, awaitable):
+        task = asyncio.ensure_future(awaitable)
+        self._signalling.add(task)
+        task.add_done_callback(self._signalling.discard)
+
+    async def _signalling_done(self):
+        """Before a cell starts: an interrupt of the last one (its signal, its mark) must not reach it."""
+        if self._signalling:
+            _done, late = await asyncio.wait(set(self._signalling), timeout=SIGNAL_WAIT)
+            if late:
+                raise SessionError(f"the sandbox did not deliver an interrupt of session {self.name!r} "
+                                   f"within {SIGNAL_WAIT} s")
 
     async def end(self):
         """End bash and every process it started."""

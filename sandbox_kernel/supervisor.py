@@ -9,12 +9,13 @@ end (the kernel closing it, or dying) ends the sandbox:
   kernel -> here: {"op": "spawn", "id", "argv", "env", "cwd"} with the session's fds attached
                   (stdout, stderr, script, data, control), or with "terminal": [rows, cols] and
                   no fds (a shell on a terminal of the sandbox's own devpts);
-                  {"op": "signal", "id", "what"} where what is "int", "term", "kill" (the
+                  {"op": "signal", "id", "what", "seq"} where what is "int", "term", "kill" (the
                   foreground command), "shell" (bash itself) or "end" (the whole process tree).
   here -> kernel: {"ev": "ready"} once built (with Sandbox.network=proxy, the proxy's listening
                   socket on the sandbox's loopback attached),
                   {"ev": "spawned", "id"} (a terminal's master attached),
                   {"ev": "spawn_failed", "id", "error"},
+                  {"ev": "signalled", "seq"} once a signal request is carried out (or moot),
                   {"ev": "exited", "id", "status"} (exit code, or -N for signal N).
 """
 
@@ -267,6 +268,7 @@ class Supervisor:
                         self.spawn(msg, fds)
                     elif msg["op"] == "signal":
                         self.signal(msg)
+                        self.send(ev="signalled", seq=msg.get("seq"))
                 except (ValueError, KeyError, TypeError) as e:
                     for fd in fds:
                         os.close(fd)
