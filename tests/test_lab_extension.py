@@ -49,23 +49,24 @@ def notebook(kernel, display_name, language):
 
 
 class LabServer:
-    """`jupyter lab` on a free loopback port, with config, data, runtime and HOME of its own (the
-    extension and the kernelspecs are still found under sys.prefix/share/jupyter)."""
+    """`jupyter lab` on a free loopback port, with a HOME of its own and Jupyter's dirs at their
+    default places in it (no JUPYTER_* variable; the extension and the kernelspecs are still found
+    under sys.prefix/share/jupyter), serving a project under that HOME."""
 
     def __init__(self, base, kernel_config=""):
-        self.root = base / "root"
-        dirs = {name: base / name for name in ("config", "data", "runtime", "home")}
-        for d in [self.root, *dirs.values()]:
+        home = base / "home"
+        self.root = home / "notebooks"
+        # The kernel reads its options from the Jupyter config path only, where ~/.jupyter comes first.
+        self.config = home / ".jupyter"
+        for d in (home, self.root, self.config):
             d.mkdir()
         (self.root / "n.ipynb").write_text(json.dumps(notebook("sandbox", "Bash (sandbox)", "bash")))
         (self.root / "py.ipynb").write_text(json.dumps(notebook("python3", "Python 3", "python")))
-        # The kernel reads its options from the Jupyter config path only, where this dir comes first.
-        self.config = dirs["config"]
         (self.config / "jupyter_sandbox_kernel_config.py").write_text(kernel_config)
         self.port = free_port()
         self.token = secrets.token_hex(16)
-        env = dict(os.environ, JUPYTER_CONFIG_DIR=str(dirs["config"]), JUPYTER_DATA_DIR=str(dirs["data"]),
-                   JUPYTER_RUNTIME_DIR=str(dirs["runtime"]), HOME=str(dirs["home"]))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER_")}
+        env["HOME"] = str(home)
         self.log = open(base / "server.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",

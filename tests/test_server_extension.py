@@ -38,22 +38,23 @@ def give(flavor, *paths):
 
 
 class Server(JupyterAPI):
-    """`jupyter server` on a free loopback port, with config, data, runtime and HOME of its own
-    (the package's server config and kernelspecs are still found under sys.prefix), run as root
-    from the test's venv or as the test user from the user venv."""
+    """`jupyter server` on a free loopback port, with a HOME of its own and Jupyter's dirs at their
+    default places in it (no JUPYTER_* variable; the package's server config and kernelspecs are
+    still found under sys.prefix), serving a project under that HOME, run as root from the test's
+    venv or as the test user from the user venv."""
 
     def __init__(self, flavor, ip="127.0.0.1"):
         """ip: where it listens (127.0.0.1, as by default; 0.0.0.0, as container images start it)."""
         self.flavor = flavor
         base = owned_dir(flavor, "sk-server-")
-        self.root = base / "root"
-        dirs = {name: base / name for name in ("config", "data", "runtime", "home")}
-        for d in [self.root, *dirs.values()]:
+        home = base / "home"
+        self.root = home / "notebooks"
+        for d in (home, self.root):
             d.mkdir()
             give(flavor, d)
         super().__init__(free_port(), secrets.token_hex(16))
-        env = dict(os.environ, JUPYTER_CONFIG_DIR=str(dirs["config"]), JUPYTER_DATA_DIR=str(dirs["data"]),
-                   JUPYTER_RUNTIME_DIR=str(dirs["runtime"]), HOME=str(dirs["home"]))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER_")}
+        env["HOME"] = str(home)
         env.pop("PYTHONSAFEPATH", None)
         self.log_path = base / "server.log"
         self.log = open(self.log_path, "wb")
