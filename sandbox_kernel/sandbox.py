@@ -558,17 +558,17 @@ class Sandbox(LoggingConfigurable):
 
     def signal(self, sid, what):
         """Ask the supervisor to signal a session; a future done once it has (or never can)."""
-        future = asyncio.get_running_loop().create_future()
         if self._socket is None:
-            future.set_result(None)
-            return future
+            return _done()
+        self._listen()
         self._signal_seq += 1
+        seq = self._signal_seq
         try:
-            self._socket.send(json.dumps({"op": "signal", "id": sid, "what": what, "seq": self._signal_seq}).encode())
+            self._socket.send(json.dumps({"op": "signal", "id": sid, "what": what, "seq": seq}).encode())
         except OSError:
-            future.set_result(None)
-            return future
-        self._signalling[self._signal_seq] = future
+            return _done()
+        future = self._signalling[seq] = self._loop.create_future()
+        future.add_done_callback(lambda _f: self._signalling.pop(seq, None))
         return future
 
     def _delivered(self, seq=None):
@@ -618,6 +618,7 @@ class Sandbox(LoggingConfigurable):
         """The supervisor is gone, and every session with it."""
         self.log.warning("sandbox-kernel: the sandbox supervisor ended")
         self.stop()
+        self._delivered()
         for sid, callback in list(self._on_exit.items()):
             self._on_exit.pop(sid, None)
             callback(-9)
@@ -630,7 +631,6 @@ class Sandbox(LoggingConfigurable):
                 self._loop.remove_reader(self._socket.fileno())
             self._socket.close()
             self._socket = None
-        self._delivered()
         if self._process is not None:
             try:
                 self._process.wait(2)
@@ -638,6 +638,12 @@ class Sandbox(LoggingConfigurable):
                 self._process.kill()
                 self._process.wait()
             self._process = None
+
+
+def _done():
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
 
 
 def _searchable(directory):

@@ -368,6 +368,9 @@ exit() { # [N] : the builtin; the EXIT trap then knows that the shell was told t
 } 59>/dev/null
 
 __sk_recv() { # nonce
+    # A SIGINT that came between cells (the late delivery of an interrupt that ended the last one)
+    # ran the INT trap before bash read this line: it is no interrupt of this cell.
+    __sk_interrupted=
     __sk_take "$1" __sk_allow_stdin __sk_code
     builtin trap -- "$__sk_gate_int" INT
     __sk_in_cell=1 __sk_cell_over=

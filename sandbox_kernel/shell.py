@@ -10,6 +10,7 @@ write to the control pipe, so a DONE or REPLY counts only with the nonce of the 
 """
 
 import asyncio
+import contextlib
 import dataclasses
 import fcntl
 import functools
@@ -196,6 +197,7 @@ class BashShell:
             return []
         if not self.alive:
             await self.start()
+        await self._signalling_done()
         nonce = secrets.token_hex(8)
         reply = self._queries[nonce] = self._loop.create_future()
         try:
@@ -215,16 +217,19 @@ class BashShell:
         if self._input_task is not None:
             self._input_task.cancel()
             self._input_task = None
-        self._under_way(self._interrupt(self._cell[0]))
+        nonce = self._cell[0]
+        self._under_way(self._interrupt(nonce, self.sandbox.signal(self.sandbox_id, "int")))
 
-    async def _interrupt(self, nonce):
-        # The supervisor may carry the SIGINT out late (a busy machine): the mark, which can end the
-        # cell, waits for it, or the signal would hit the next cell; the escalation counts from it.
-        await self.sandbox.signal(self.sandbox_id, "int")
+    async def _interrupt(self, nonce, delivered):
         # A mark on the data pipe: it ends a builtin read of it (which SIGINT does not), and tells
         # bash of the interrupt when the command ignored SIGINT (see __sk_err); stray marks are
-        # skipped by the next request, which is sent after this.
-        await self._send_data(["I"])
+        # skipped by the next request.
+        with contextlib.suppress(SessionError):  # the shell ended meanwhile
+            await self._send_data(["I"])
+        # The supervisor may carry the SIGINT out late (a busy machine), after the mark has ended the
+        # cell: the next cell waits for it (bash drops a SIGINT that comes between cells), and the
+        # escalation counts from it.
+        await delivered
         for what, delay in ESCALATION:
             self._loop.call_later(delay, self._escalate, nonce, what)
 
@@ -240,10 +245,12 @@ class BashShell:
         task.add_done_callback(self._signalling.discard)
 
     async def _signalling_done(self):
-        """Before a cell starts: an interrupt of the last one (its signal, its mark) must not reach it."""
+        """Before a cell or query starts: an interrupt of the last cell must not reach it."""
         if self._signalling:
             _done, late = await asyncio.wait(set(self._signalling), timeout=SIGNAL_WAIT)
             if late:
+                for task in late:
+                    task.cancel()  # the next cell tries again
                 raise SessionError(f"the sandbox did not deliver an interrupt of session {self.name!r} "
                                    f"within {SIGNAL_WAIT} s")
 

@@ -267,8 +267,10 @@ class Supervisor:
                     if msg["op"] == "spawn":
                         self.spawn(msg, fds)
                     elif msg["op"] == "signal":
-                        self.signal(msg)
-                        self.send(ev="signalled", seq=msg.get("seq"))
+                        try:
+                            self.signal(msg)
+                        finally:
+                            self.send(ev="signalled", seq=msg.get("seq"))
                 except (ValueError, KeyError, TypeError) as e:
                     for fd in fds:
                         os.close(fd)
