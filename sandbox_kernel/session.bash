@@ -68,6 +68,7 @@ __sk_unwinding=
 __sk_pending=  # the cell ends after the ERR trap: its status, or `abort` (interrupted)
 __sk_abort_status=
 __sk_starting=
+__sk_exec_watch= __sk_exec_errexit=  # the cell may exec a program: -e is off for each exec it runs
 __sk_user_debug= __sk_user_err= __sk_user_return= __sk_user_exit=  # the user's traps, run by the kernel's
 __sk_exiting=  # `exit` was called: the EXIT trap lets the shell end
 __sk_argv=()  # the positional parameters at the start of the cell
@@ -137,6 +138,7 @@ __sk_debug() {
         (( ${#FUNCNAME[@]} > 2 )) && return 2
         return 0
     fi
+    [[ $__sk_exec_errexit ]] && { __sk_exec_errexit=; builtin set -e; }  # after an exec (see below)
     if [[ $__sk_starting ]]; then
         # Until the user's first command: the kernel's eval, and the ERR trap's commands for the
         # status __sk_start gives back (the trap's own commands see the trapped command).
@@ -145,7 +147,13 @@ __sk_debug() {
         [[ $__sk_verbose ]] && builtin set -v
         [[ $__sk_errexit ]] && builtin set -e
         # Set for this alone, the gate goes (from the trap itself: a function cannot remove it).
-        [[ $__sk_user_debug ]] || return 4
+        [[ $__sk_user_debug || $__sk_exec_watch ]] || return 4
+    fi
+    # bash 5.2 ends itself, running no trap, when an exec fails under -e: -e is off while an exec
+    # runs (it replaces the shell, or fails and ends the cell as without -e), back after it.
+    if [[ $__sk_exec_watch && $- == *e* && $BASH_COMMAND =~ ^exec([[:space:]]|$) ]]; then
+        builtin set +e
+        __sk_errexit=1 __sk_exec_errexit=1
     fi
     [[ $__sk_user_debug ]] || return 0
     __sk_tst=$__sk_st
@@ -391,8 +399,9 @@ __sk_prepare() {
         __sk_wrapped=$__sk_code
     fi
     [[ $__sk_verbose ]] && builtin printf '%s\n' "$__sk_code" >&2
+    [[ $__sk_code =~ $__sk_names_exec ]] && __sk_exec_watch=1
     # The user's -e, -v and DEBUG trap come back at the user's first command (see __sk_debug).
-    [[ $__sk_errexit || $__sk_verbose || $__sk_user_debug ]] && __sk_starting=1
+    [[ $__sk_errexit || $__sk_verbose || $__sk_user_debug || $__sk_exec_watch ]] && __sk_starting=1
     return 0  # (a failing kernel function would fire the ERR trap for nothing)
 }
 
@@ -403,6 +412,8 @@ __sk_start() { # the positional parameters
     [[ $__sk_user_return ]] && builtin trap -- "$__sk_gate_return" RETURN && __sk_return_set=1
     return "$__sk_last_status"
 }
+# `exec` and then a program (a word that starts no redirection): only such cells pay for the watch
+__sk_names_exec='(^|[^[:alnum:]_-])exec[[:space:]]+[^[:space:]0-9<>&{]'
 __sk_blank='^([[:space:]]*(#[^'$'\n'']*)?'$'\n'')*[[:space:]]*(#[^'$'\n'']*)?$'
 
 __sk_strip_newlines() { # var
@@ -461,6 +472,7 @@ __sk_done() { # nonce [status] ($? if not given)
     local __sk_st=$?
     (( $# > 1 )) && __sk_st=$2
     # The user's -e and -v stay the user's, but off while the kernel's code runs.
+    [[ $__sk_exec_errexit ]] && __sk_exec_errexit= && builtin set -e  # an exec was the cell's last command
     case $- in *e*) __sk_errexit=1; builtin set +e ;; *) [[ $__sk_unwinding || $__sk_resumed ]] || __sk_errexit= ;; esac
     case $- in *v*) __sk_verbose=1; builtin set +v ;; *) [[ $__sk_starting || $__sk_resumed ]] || __sk_verbose= ;; esac
     if [[ $__sk_unwinding ]]; then
@@ -504,7 +516,7 @@ __sk_done() { # nonce [status] ($? if not given)
     fi
     [[ $__sk_syntax ]] && { flags+=s; __sk_st=2; }
     __sk_last_status=$__sk_st
-    __sk_interrupted= __sk_syntax= __sk_code= __sk_wrapped=
+    __sk_interrupted= __sk_syntax= __sk_code= __sk_wrapped= __sk_exec_watch= __sk_exec_errexit=
     if [[ ! -p /dev/fd/$__sk_ctl || ! -p /dev/fd/$__sk_data ]]; then
         builtin printf 'bash: the cell closed the session'"'"'s channel to the kernel; the session ends\n' >&2
         __sk_exiting=1

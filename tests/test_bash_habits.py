@@ -61,6 +61,36 @@ def test_set_euo_pipefail_stops_the_cell_at_the_failure_and_stays_on(new_kernel)
 
 
 @pytest.mark.parametrize(
+    "strict, cell",
+    [
+        ("set -euo pipefail", "exec /nonexistent/cmd\necho not reached"),
+        ("set -e", "echo $- >/dev/null; exec /nonexistent/cmd arg; echo not reached"),
+        ("", "set -euo pipefail\nexec /nonexistent/cmd\necho not reached"),
+    ],
+)
+def test_under_set_e_a_failed_exec_ends_the_cell_and_the_session_keeps_its_state_and_set_e(new_kernel, strict, cell):
+    # bash 5.2 ends itself at once when an exec fails under -e, running no trap (the session would
+    # be gone, with all its state); at a prompt without -e it is an error like any other.
+    k = new_kernel()
+    k.run(STATE)
+    k.run(strict)
+    r = k.run(cell, timeout=10)
+    assert (r.status, r.evalue, r.stdout, r.stderr) == ("error", "exit status 127", "", "bash: /nonexistent/cmd: No such file or directory\n")
+    _state_survives(k)
+    r = k.run("false; echo not reached")
+    assert (r.evalue, r.stdout) == ("exit status 1", "")
+    # An exec of redirections alone keeps -e, in its cell and after, also as the cell's last command.
+    r = k.run("exec 3>/dev/null; false; echo not reached")
+    assert (r.evalue, r.stdout) == ("exit status 1", "")
+    assert k.run("exec 3>&-").status == "ok"
+    r = k.run('[[ $- == *e* ]] && echo still -e; false; echo not reached')
+    assert (r.evalue, r.stdout) == ("exit status 1", "still -e\n")
+    # and an exec that works replaces the shell, as always
+    r = k.run("exec bash -c 'echo replaced; exit 4'")
+    assert (r.ename, r.stdout) == ("ShellExited", "replaced\n")
+
+
+@pytest.mark.parametrize(
     "cell, message",
     [
         ('echo "$nope"\necho not reached', "bash: nope: unbound variable\n"),
