@@ -72,6 +72,7 @@ __sk_exec_watch= __sk_exec_errexit=  # the cell may exec a program: -e is off fo
 __sk_user_debug= __sk_user_err= __sk_user_return= __sk_user_exit=  # the user's traps, run by the kernel's
 __sk_exiting=  # `exit` was called: the EXIT trap lets the shell end
 __sk_argv=()  # the positional parameters at the start of the cell
+__sk_q=0 __sk_u=  # $? and $_ before the DEBUG gate, which gives them back
 __sk_resumed=${__sk_resumed-}  # this bash took over from one that set -e was ending: the cell's status
 __sk_resume_extdebug= __sk_resume_functrace=  # its extdebug and functrace, for after the start-up
 __sk_debug_set= __sk_return_set=  # the kernel's DEBUG, RETURN trap is set
@@ -81,7 +82,8 @@ __sk_send() { # fields... : one message to the kernel; the leading NUL ends what
     builtin printf '%s\0' '' "$@" >&"$__sk_ctl"
 }
 
-__sk_set_status() { return "$1"; }
+__sk_set_status() { return "$1"; }  # status [what $_ is to be]
+__sk_keep() { __sk_q=$1 __sk_u=$2; }  # status $_ : what a trap found, for it to give back
 
 __sk_field() { # var : one NUL-terminated field from the kernel; 1 if a signal came first
     IFS= builtin read -r -d '' -u "$__sk_data" "$1" && return 0
@@ -123,7 +125,7 @@ __sk_ours() { # true if the calling trap fired for the kernel's own code (FUNCNA
 # DEBUG trap returns from the function or sourced file), gives back -e and -v once the cell has been
 # parsed, and has the gate run the user's DEBUG trap (status 3) or remove itself (4).
 __sk_debug() {
-    local __sk_st=$?
+    local __sk_st=$__sk_q
     case $__sk_gating in
         1) return 0 ;;  # a command of the kernel's ERR, RETURN or INT gate
         2) # the gate's eval of the user's command (not the end of __sk_user_status, under functrace)
@@ -150,8 +152,9 @@ __sk_debug() {
         [[ $__sk_user_debug || $__sk_exec_watch ]] || return 4
     fi
     # bash 5.2 ends itself, running no trap, when an exec fails under -e: -e is off while an exec
-    # runs (it replaces the shell, or fails and ends the cell as without -e), back after it.
-    if [[ $__sk_exec_watch && $- == *e* && $BASH_COMMAND =~ ^exec([[:space:]]|$) ]]; then
+    # runs (it replaces the shell, or fails and the ERR gate ends the cell), back at the next
+    # command here (a subshell right after a failed `exec ... ||` runs without it).
+    if [[ $__sk_exec_watch && $- == *e* && $BASH_COMMAND =~ $__sk_an_exec ]]; then
         builtin set +e
         __sk_errexit=1 __sk_exec_errexit=1
     fi
@@ -181,7 +184,7 @@ __sk_err() {
             # The kernel's interrupt mark: the command ignored SIGINT and was ended, and an
             # interactive bash runs no INT trap for a command that did not die of SIGINT.
             __sk_interrupted=1 __sk_pending=abort
-        elif [[ $- == *e* || $__sk_starting && $__sk_errexit ]]; then
+        elif [[ $- == *e* || $__sk_exec_errexit || $__sk_starting && $__sk_errexit ]]; then
             # (-e comes back at the first DEBUG firing, which a failing subshell before it gives none)
             builtin set +e
             __sk_errexit=1 __sk_pending=$__sk_st
@@ -210,8 +213,12 @@ __sk_gating=0 __sk_none=
 __sk_hush='59>/dev/null${__sk_none:0:(__sk_gating = __sk_gating ? __sk_gating : 1) * 0}'
 __sk_user_trap='if \__sk_@status "$__sk_tst"; then \builtin eval -- "$__sk_user_@" 59>&"$__sk_xtarget"; else \builtin eval -- "$__sk_user_@" 59>&"$__sk_xtarget"; fi'
 __sk_user_trap=${__sk_user_trap//@status/user_status}
-__sk_gate_debug='{ \__sk_debug || case $? in 3) '${__sk_user_trap//user_status/set_status}' ;; 4) \builtin trap - DEBUG ;; *) \__sk_set_status 2 ;; esac; } 59>/dev/null'
+# The DEBUG gate fires before the user's commands: it gives them back $? and $_ as they were (the
+# last argument of a function's call becomes $_), also after the user's DEBUG trap (where bash
+# would leave that trap's last argument).
+__sk_gate_debug='{ \__sk_keep "$?" "$_"; \__sk_debug || case $? in 3) '${__sk_user_trap//user_status/set_status}' ;; 4) \builtin trap - DEBUG ;; *) \__sk_set_status 2 ;; esac; \__sk_set_status "$?" "$__sk_u"; } 59>/dev/null'
 __sk_gate_debug=${__sk_gate_debug//@/debug}
+__sk_gate_debug=${__sk_gate_debug//'"$__sk_tst"; then'/'"$__sk_tst" "$__sk_u"; then'}
 __sk_gate_err='{ \__sk_err && { '${__sk_user_trap//@/err}'; }; { [[ -z $__sk_pending ]] || \__sk_abort_pending; __sk_gating=0; } '$__sk_hush'; } '$__sk_hush
 __sk_gate_return='{ \__sk_return && { '${__sk_user_trap//@/return}'; }; { __sk_gating=0; } '$__sk_hush'; } '$__sk_hush
 __sk_gate_int='{ \__sk_on_int; __sk_gating=0; } '$__sk_hush
@@ -386,6 +393,12 @@ __sk_recv() { # nonce
     __sk_prepare
 }
 
+# A cell that may exec a program: `exec` where a command starts (after assignments, `builtin`,
+# `command`, redirections) and then a word that starts no redirection. Only such cells pay for
+# the watch (`docker exec`, `exec >log` do not); BASH_COMMAND for an exec, as bash shows it.
+__sk_names_exec='(^|[;&|(){}!'$'\n'']|then|do|else)[[:blank:]]*(\\?(builtin|command)[[:blank:]]+|[[:alpha:]_][[:alnum:]_]*=[^[:blank:]]*[[:blank:]]+)*\\?exec([[:blank:]]+[0-9]*[<>]&?[^[:space:];&|()]*)*[[:blank:]]+[^[:space:]0-9<>&{;|)]'
+__sk_an_exec='^([[:alpha:]_][[:alnum:]_]*=[^[:space:]]*[[:space:]]+)*(\\?(builtin|command)[[:space:]]+)*\\?exec([[:space:]]|$)'
+
 __sk_prepare() {
     local -
     builtin set +uf
@@ -412,8 +425,6 @@ __sk_start() { # the positional parameters
     [[ $__sk_user_return ]] && builtin trap -- "$__sk_gate_return" RETURN && __sk_return_set=1
     return "$__sk_last_status"
 }
-# `exec` and then a program (a word that starts no redirection): only such cells pay for the watch
-__sk_names_exec='(^|[^[:alnum:]_-])exec[[:space:]]+[^[:space:]0-9<>&{]'
 __sk_blank='^([[:space:]]*(#[^'$'\n'']*)?'$'\n'')*[[:space:]]*(#[^'$'\n'']*)?$'
 
 __sk_strip_newlines() { # var

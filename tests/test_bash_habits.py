@@ -66,6 +66,11 @@ def test_set_euo_pipefail_stops_the_cell_at_the_failure_and_stays_on(new_kernel)
         ("set -euo pipefail", "exec /nonexistent/cmd\necho not reached"),
         ("set -e", "echo $- >/dev/null; exec /nonexistent/cmd arg; echo not reached"),
         ("", "set -euo pipefail\nexec /nonexistent/cmd\necho not reached"),
+        ("set -e", "command exec /nonexistent/cmd; echo not reached"),
+        ("set -e", "builtin exec /nonexistent/cmd; echo not reached"),
+        ("set -e", "\\exec /nonexistent/cmd; echo not reached"),
+        ("set -e", "LC_ALL=C exec /nonexistent/cmd; echo not reached"),
+        ("set -e", "if true; then exec /nonexistent/cmd; fi; echo not reached"),
     ],
 )
 def test_under_set_e_a_failed_exec_ends_the_cell_and_the_session_keeps_its_state_and_set_e(new_kernel, strict, cell):
@@ -85,6 +90,9 @@ def test_under_set_e_a_failed_exec_ends_the_cell_and_the_session_keeps_its_state
     assert k.run("exec 3>&-").status == "ok"
     r = k.run('[[ $- == *e* ]] && echo still -e; false; echo not reached')
     assert (r.evalue, r.stdout) == ("exit status 1", "still -e\n")
+    # the kernel's watch over the exec leaves $? and $_ as they are (no kernel name in them)
+    r = k.run("[[ -x /nonexistent/cmd ]] && exec /nonexistent/cmd; echo $? >/dev/null; mkdir -p /tmp/d1 && cd $_ && pwd")
+    assert (r.status, r.stdout) == ("ok", "/tmp/d1\n")
     # and an exec that works replaces the shell, as always
     r = k.run("exec bash -c 'echo replaced; exit 4'")
     assert (r.ename, r.stdout) == ("ShellExited", "replaced\n")
@@ -244,6 +252,14 @@ def test_debug_trap_fires_for_the_users_commands_only_and_can_be_removed(new_ker
     k.run("trap - DEBUG")
     assert k.run("echo clean").stdout == "clean\n"
     assert k.run("echo still clean").stdout == "still clean\n"
+
+
+def test_a_debug_trap_sees_the_last_commands_status_and_last_argument_and_gives_them_back(new_kernel):
+    k = new_kernel()
+    k.run("trap 'echo \"[$? $_]\"' DEBUG")
+    r = k.run("echo a b last >/dev/null\n! true p q\necho after $? $_")
+    # (bash itself would leave the trap's own last argument in $_; the kernel gives the command's back)
+    assert r.stdout.split("\n")[1:] == ["[0 last]", "[1 q]", "after 1 q", ""]
 
 
 def test_traps_set_and_removed_in_a_sourced_file_or_a_function_hold_as_at_a_prompt(new_kernel):
